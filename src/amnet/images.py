@@ -1,0 +1,139 @@
+"""Reading images robustly and turning them into trunk input tensors (PIL + numpy only)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .backbone import Preprocess
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+)
+DEFAULT_MAX_PIXELS = 178_956_970  # PIL's own decompression-bomb error threshold
+_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+             "lanczos": Image.LANCZOS, "box": Image.BOX}  # fmt: skip
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into an image; the message is one line for users."""
+
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageError("file not found")
+    if path.is_dir():
+        raise ImageError("is a directory, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except PermissionError:
+        raise ImageError("permission denied: cannot read the file") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image: unrecognised or corrupt file format") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image too large (decompression bomb?): {e}") from None
+    except OSError as e:
+        raise ImageError(f"cannot read file: {e.strerror or e}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: 16/32-bit and float scaled, alpha composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        hi = float(a.max()) if a.size else 0.0
+        if img.mode == "F" and hi <= 1.0:
+            a = a * 255.0
+        elif hi > 255.0:
+            a = a / (257.0 if hi <= 65535.0 else hi / 255.0)
+        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_image(
+    source: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> Image.Image:
+    """Read an image from a path, PIL image, HxW(x3/4) uint8/float array or CHW tensor as RGB.
+
+    EXIF orientation is applied; animated images give their first frame; ``draft_size`` lets
+    the JPEG decoder shrink large images (never below ``draft_size`` on either side).
+    Raises ImageError with a one-line reason for anything that is not a usable image."""
+    if isinstance(source, torch.Tensor):
+        t = source.detach().cpu()
+        if t.ndim != 3 or t.shape[0] not in (1, 3):
+            raise ImageError(f"tensor must be (3, H, W) or (1, H, W), got {tuple(t.shape)}")
+        source = t.permute(1, 2, 0).numpy()
+    if isinstance(source, np.ndarray):
+        a = source
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
+            raise ImageError(f"array must be HxW, HxWx3 or HxWx4, got shape {a.shape}")
+        if a.dtype != np.uint8:
+            a = np.asarray(a, dtype=np.float32)
+            if not np.isfinite(a).all():
+                raise ImageError("array contains NaN or infinite values")
+            a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+        return _to_rgb(Image.fromarray(a))
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, str | os.PathLike):
+        img = _open(Path(source))
+    else:
+        raise ImageError(f"cannot read an image from {type(source).__name__}")
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"image too large: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}"
+        )
+    try:
+        if draft_size and img.format == "JPEG" and min(w, h) > 2 * draft_size:
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        drafted = img.size
+        img = ImageOps.exif_transpose(img) or img
+        rotated = img.size != drafted
+        out = _to_rgb(img)
+        out.info["original_size"] = (h, w) if rotated else (w, h)  # before any draft shrink
+        return out
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"corrupt or truncated image: {msg}") from None
+
+
+def to_tensor(img: Image.Image, pp: Preprocess) -> torch.Tensor:
+    """RGB PIL image -> normalised float tensor (3, size, size)."""
+    img = img.resize((pp.size, pp.size), _RESAMPLE[pp.resample], reducing_gap=None)
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
+    mean = torch.tensor(pp.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(pp.std, dtype=torch.float32).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def prepare(source: ImageLike, pp: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Load and preprocess one image: returns (tensor (3, S, S), (width, height))."""
+    img = load_image(source, max_pixels=max_pixels, draft_size=2 * pp.size if pp.draft else None)
+    return to_tensor(img, pp), img.info.get("original_size", img.size)

@@ -1,0 +1,167 @@
+"""Predictor: images in, memorability predictions out — one image, a list, or a stream of any
+length with bounded memory and decoding in parallel with the model."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .backbone import Preprocess, Trunk, create_trunk
+from .images import DEFAULT_MAX_PIXELS, ImageError, ImageLike, prepare
+from .model import AMNetHead
+from .weights import load_checkpoint, resolve_model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result for one image. ``error`` is None when it was scored."""
+
+    path: str | None
+    score: float | None = None
+    step_scores: tuple[float, ...] = ()
+    attention: np.ndarray | None = None  # (T, H, W), each map sums to 1
+    width: int | None = None  # of the original image
+    height: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _name(source: ImageLike) -> str | None:
+    return os.fspath(source) if isinstance(source, str | os.PathLike) else None
+
+
+class Predictor:
+    """A frozen trunk + AMNet head with its preprocessing, ready to score images.
+
+    >>> p = amnet.load()                                    # doctest: +SKIP
+    >>> [r.score for r in p.predict(["a.jpg", "b.png"])]     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        trunk: Trunk,
+        head: AMNetHead,
+        preprocess: Preprocess,
+        *,
+        meta: dict | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        workers: int = 2,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if batch_size < 1 or workers < 0:
+            raise ValueError("batch_size must be >= 1 and workers >= 0")
+        self.device = torch.device(device)
+        self.trunk = trunk.to(self.device)
+        self.head = head.to(self.device).eval()
+        self.preprocess = preprocess
+        self.meta = meta or {}
+        self.batch_size = batch_size
+        self.workers = workers
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def from_checkpoint(
+        cls, name_or_path: str | os.PathLike = "default", *, trunk_weights: str | None = None,
+        **kwargs,
+    ) -> Predictor:  # fmt: skip
+        head, meta = load_checkpoint(resolve_model(name_or_path))
+        trunk = create_trunk(meta["trunk"], weights=trunk_weights)
+        meta["name"] = str(name_or_path)
+        return cls(trunk, head, Preprocess.from_dict(meta["preprocess"]), meta=meta, **kwargs)
+
+    @torch.inference_mode()
+    def predict_tensors(self, x: torch.Tensor) -> list[Prediction]:
+        """Score a preprocessed batch (B, 3, S, S)."""
+        out = self.head(self.trunk(x.to(self.device)))
+        score = out.score.float().cpu().numpy()
+        steps = out.step_scores.float().cpu().numpy()
+        att = out.attention.float().cpu().numpy()
+        return [
+            Prediction(None, float(score[i]), tuple(float(s) for s in steps[i]), att[i])
+            for i in range(len(score))
+        ]
+
+    def _load(self, source: ImageLike) -> tuple[torch.Tensor, tuple[int, int]] | str:
+        try:
+            return prepare(source, self.preprocess, self.max_pixels)
+        except ImageError as e:
+            return str(e)
+        except Exception as e:  # noqa: BLE001 - one bad input never stops the batch
+            return f"cannot read image: {type(e).__name__}: {e}".splitlines()[0]
+
+    def predict_iter(
+        self, sources: Iterable[ImageLike], *, batch_size: int | None = None,
+        workers: int | None = None,
+    ) -> Iterator[Prediction]:  # fmt: skip
+        """Yield one Prediction per source, in input order, for any number of sources.
+
+        Decoding runs in ``workers`` threads while the model runs; at most about
+        ``2 * batch_size + workers`` decoded images are held at any time."""
+        bs = batch_size or self.batch_size
+        nw = self.workers if workers is None else workers
+        window = 2 * bs + nw
+        pool = ThreadPoolExecutor(nw) if nw > 0 else None
+        inflight: deque[tuple[ImageLike, Future | object]] = deque()
+        pending: list[tuple[ImageLike, object]] = []  # decoded, in order, awaiting the model
+
+        def flush() -> Iterator[Prediction]:
+            ok = [(i, r) for i, (_, r) in enumerate(pending) if not isinstance(r, str)]
+            preds = self.predict_tensors(torch.stack([r[0] for _, r in ok])) if ok else []
+            by_index = {i: p for (i, _), p in zip(ok, preds, strict=True)}
+            for i, (src, r) in enumerate(pending):
+                if isinstance(r, str):
+                    yield Prediction(_name(src), error=r)
+                else:
+                    p, (w, h) = by_index[i], r[1]
+                    yield Prediction(_name(src), p.score, p.step_scores, p.attention, w, h)
+            pending.clear()
+
+        try:
+            it = iter(sources)
+            exhausted = False
+            while True:
+                while not exhausted and len(inflight) < window:
+                    try:
+                        src = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    job = pool.submit(self._load, src) if pool else self._load(src)
+                    inflight.append((src, job))
+                if not inflight:
+                    break
+                src, job = inflight.popleft()
+                pending.append((src, job.result() if isinstance(job, Future) else job))
+                if sum(not isinstance(r, str) for _, r in pending) >= bs:
+                    yield from flush()
+            yield from flush()
+        finally:
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def predict(self, x: ImageLike | list[ImageLike], **kwargs) -> Prediction | list[Prediction]:
+        """Score a path, PIL image, numpy array, (3, H, W) tensor, or a list of them.
+
+        A (B, 3, H, W) tensor is treated as a list of B images."""
+        if isinstance(x, torch.Tensor) and x.ndim == 4:
+            x = list(x)
+        if isinstance(x, list | tuple):
+            return list(self.predict_iter(x, **kwargs))
+        return next(self.predict_iter([x], workers=0))
+
+
+def load(
+    name_or_path: str | os.PathLike = "default", *, device: str = "cpu", **kwargs
+) -> Predictor:
+    """Load a pretrained model by registry name, or a checkpoint file, as a Predictor."""
+    return Predictor.from_checkpoint(name_or_path, device=device, **kwargs)

@@ -1,0 +1,144 @@
+"""Pretrained AMNet models (a registry) and self-describing checkpoints.
+
+A checkpoint is one safetensors file: the head's tensors plus, in the header's metadata, a JSON
+document with the architecture, the trunk and its preprocessing, the amnet version, the training
+configuration and the metrics. Loading never unpickles anything."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from . import __version__, hub
+from .backbone import Preprocess, get_trunk_spec
+from .model import AMNetConfig, AMNetHead
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A registry entry: where the checkpoint lives and what it is."""
+
+    name: str
+    sha256: str
+    trunk: str
+    file: str | None = None  # inside the package's ``pretrained/`` folder
+    url: str | None = None  # downloaded into the user's cache when not shipped
+    training_data: str = ""
+    metrics: dict = field(default_factory=dict)
+    licence: str = ""
+    description: str = ""
+
+
+_MODELS: dict[str, PretrainedModel] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(entry: PretrainedModel) -> PretrainedModel:
+    if entry.name in _MODELS or entry.name in _ALIASES:
+        raise ValueError(f"pretrained model {entry.name!r} is already registered")
+    _MODELS[entry.name] = entry
+    return entry
+
+
+def register_alias(alias: str, name: str) -> None:
+    if alias in _MODELS or alias in _ALIASES:
+        raise ValueError(f"name {alias!r} is already registered")
+    _ALIASES[alias] = name
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def get_model_entry(name: str = "default") -> PretrainedModel:
+    name = _ALIASES.get(name, name)
+    if name not in _MODELS:
+        raise KeyError(
+            f"unknown model {name!r}; available: {', '.join(list_models()) or 'none'} "
+            "(or give the path of a .safetensors checkpoint)"
+        )
+    return _MODELS[name]
+
+
+def resolve_model(name_or_path: str | os.PathLike = "default") -> Path:
+    """A registry name (or alias), or a checkpoint path -> a verified local checkpoint path."""
+    s = str(name_or_path)
+    if s.endswith(".safetensors") or os.sep in s or Path(s).is_file():
+        p = Path(s)
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {p}")
+        return p
+    entry = get_model_entry(s)
+    if entry.file:
+        path = Path(str(resources.files("amnet") / "pretrained" / entry.file))
+        if path.is_file():
+            hub.check_sha256(path, entry.sha256)
+            return path
+    if entry.url:
+        dest = hub.cache_dir() / "models" / entry.url.rsplit("/", 1)[-1]
+        return hub.download(entry.url, dest, entry.sha256)
+    raise FileNotFoundError(f"model {entry.name!r} is not installed and has no download URL")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    head: AMNetHead,
+    *,
+    trunk: str,
+    preprocess: Preprocess | None = None,
+    training: dict | None = None,
+    metrics: dict | None = None,
+    half: bool = False,
+) -> Path:
+    """Write a self-describing checkpoint atomically; ``half`` stores float16 tensors."""
+    pp = preprocess or get_trunk_spec(trunk).preprocess
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "amnet_version": __version__,
+        "model": head.cfg.to_dict(),
+        "trunk": trunk,
+        "preprocess": pp.to_dict(),
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={"amnet": json.dumps(meta)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a checkpoint, read from the safetensors header only."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n < (100 << 20):
+            raise ValueError(f"{path} is not a safetensors checkpoint")
+        header = json.loads(f.read(n))
+    try:
+        meta = json.loads(header["__metadata__"]["amnet"])
+    except KeyError:
+        raise ValueError(f"{path} is a safetensors file but not an amnet checkpoint") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} needs a newer amnet (format {meta['format_version']})")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead, dict]:
+    """Build the head described by a checkpoint, load its tensors (as float32), eval mode."""
+    meta = read_metadata(path)
+    head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    head.load_state_dict(state, strict=True)
+    return head.eval(), meta

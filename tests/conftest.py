@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny deterministic trunk, a tiny head, checkpoints and real sample paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from amnet.backbone import Preprocess, TrunkSpec, get_trunk_spec, register_trunk
+from amnet.model import AMNetConfig, AMNetHead
+from amnet.weights import save_checkpoint
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+LNSIM = SHARED / "lnsim"
+LAMEM_SPLITS = SHARED / "lamem-splits" / "splits"
+TINY_CHANNELS = 16
+
+
+class TinyNet(nn.Module):
+    """(B, 3, 224, 224) -> (B, 16, 14, 14); seeded init so every build is identical."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.random.fork_rng()
+        with g:
+            torch.manual_seed(0)
+            self.conv1 = nn.Conv2d(3, 8, 4, stride=4)
+            self.bn = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, TINY_CHANNELS, 4, stride=4)
+
+    def forward_features(self, x: torch.Tensor, stop: str = "out") -> torch.Tensor:
+        return self.conv2(torch.relu(self.bn(self.conv1(x))))  # (B, 16, H/16, W/16)
+
+
+def _tiny_spec() -> TrunkSpec:
+    try:
+        return get_trunk_spec("tiny-test")
+    except KeyError:
+        return register_trunk(
+            TrunkSpec(
+                name="tiny-test",
+                build=TinyNet,
+                stop="out",
+                channels=TINY_CHANNELS,
+                preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+                weights=None,
+                licence="test only",
+            )
+        )
+
+
+TINY_CFG = AMNetConfig(
+    in_channels=TINY_CHANNELS, proj_dim=8, att_dim=8, hidden_size=12, fc_dim=6, steps=3
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_trunk_name() -> str:
+    return _tiny_spec().name
+
+
+@pytest.fixture
+def tiny_head() -> AMNetHead:
+    torch.manual_seed(0)
+    return AMNetHead(TINY_CFG).eval()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_trunk_name, tiny_head) -> Path:
+    return save_checkpoint(tmp_path / "tiny.safetensors", tiny_head, trunk=tiny_trunk_name)
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """A few small real-looking images written as JPEG/PNG."""
+    rng = np.random.default_rng(0)
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(5):
+        a = (rng.random((60 + 10 * i, 80, 3)) * 255).astype(np.uint8)
+        Image.fromarray(a).save(d / f"img{i}.{'jpg' if i % 2 else 'png'}")
+    return d

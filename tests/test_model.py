@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from amnet.model import AMNetConfig, AMNetHead
+
+CFG = AMNetConfig(in_channels=32, proj_dim=16, att_dim=8, hidden_size=24, fc_dim=12)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3, 5])
+@pytest.mark.parametrize("attention", [True, False])
+def test_shapes_attention_sums_and_no_nan(steps, attention):
+    torch.manual_seed(0)
+    head = AMNetHead(AMNetConfig(**{**CFG.to_dict(), "steps": steps, "attention": attention}))
+    out = head.eval()(torch.randn(4, 32, 14, 14))
+    assert out.score.shape == (4,)
+    assert out.step_scores.shape == (4, steps)
+    assert out.attention.shape == (4, steps, 14, 14)
+    assert torch.isfinite(out.score).all() and torch.isfinite(out.attention).all()
+    if steps:
+        torch.testing.assert_close(out.attention.sum((2, 3)), torch.ones(4, steps))
+        torch.testing.assert_close(out.score, out.step_scores.mean(1))
+
+
+def test_no_attention_is_uniform():
+    head = AMNetHead(AMNetConfig(**{**CFG.to_dict(), "attention": False})).eval()
+    att = head(torch.randn(2, 32, 7, 9)).attention
+    torch.testing.assert_close(att, torch.full_like(att, 1 / 63))
+
+
+def test_attention_depends_on_the_image():
+    torch.manual_seed(1)
+    head = AMNetHead(CFG).eval()
+    a = head(torch.randn(2, 32, 14, 14)).attention
+    assert not torch.allclose(a[0], a[1])
+    assert a.std() > 0
+
+
+def test_every_head_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    head = AMNetHead(CFG).train()
+    out = head(torch.randn(4, 32, 14, 14))
+    (out.raw.pow(2).mean() + out.attention.pow(2).mean()).backward()
+    for name, p in head.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_target_normalisation_round_trip():
+    cfg = AMNetConfig(**{**CFG.to_dict(), "target_mean": 0.6, "target_scale": 4.0})
+    head = AMNetHead(cfg).eval()
+    out = head(torch.randn(3, 32, 14, 14))
+    torch.testing.assert_close(out.score, out.raw / 4.0 + 0.6)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"steps": -1}, {"hidden_size": 0}, {"dropout_fc": 1.0}, {"target_scale": 0.0}]
+)
+def test_config_is_validated(bad):
+    with pytest.raises(ValueError):
+        AMNetConfig(**bad)
+
+
+def test_config_from_dict_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown"):
+        AMNetConfig.from_dict({"steps": 3, "bogus": 1})
