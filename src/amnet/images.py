@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +141,62 @@ def prepare(source: ImageLike, pp: Preprocess, max_pixels: int = DEFAULT_MAX_PIX
     """Load and preprocess one image: returns (tensor (3, S, S), (width, height))."""
     img = load_image(source, max_pixels=max_pixels, draft_size=2 * pp.size if pp.draft else None)
     return to_tensor(img, pp), img.info.get("original_size", img.size)
+
+
+@dataclass
+class Loaded:
+    """One input after decoding: ``tensor`` (3, S, S) and original ``size``, or an ``error``."""
+
+    source: ImageLike
+    tensor: torch.Tensor | None = None
+    size: tuple[int, int] | None = None
+    error: str | None = None
+
+
+def _load_one(source: ImageLike, pp: Preprocess, max_pixels: int) -> Loaded:
+    try:
+        tensor, size = prepare(source, pp, max_pixels)
+        return Loaded(source, tensor, size)
+    except ImageError as e:
+        return Loaded(source, error=str(e))
+    except Exception as e:  # noqa: BLE001 - one bad input never stops the batch
+        return Loaded(source, error=f"cannot read image: {type(e).__name__}: {e}".splitlines()[0])
+
+
+def iter_images(
+    sources: Iterable[ImageLike], pp: Preprocess, *, workers: int = 2, window: int = 64,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[Loaded]:  # fmt: skip
+    """Decode and preprocess ``sources`` in ``workers`` threads (PIL releases the GIL), yielding
+    in input order with at most ``window`` images in flight: memory is bounded for any number
+    of inputs. Errors are yielded as ``Loaded(error=...)``, never raised."""
+    if workers <= 0:
+        for src in sources:
+            yield _load_one(src, pp, max_pixels)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="amnet-decode")
+    inflight: deque[Future] = deque()
+    try:
+        for src in sources:
+            inflight.append(pool.submit(_load_one, src, pp, max_pixels))
+            if len(inflight) >= window:
+                yield inflight.popleft().result()
+        while inflight:
+            yield inflight.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def batched_images(loaded: Iterable[Loaded], batch_size: int) -> Iterator[list[Loaded]]:
+    """Group a stream into lists holding ``batch_size`` decoded images (failed ones ride
+    along in order without counting), so the model always sees full batches."""
+    batch: list[Loaded] = []
+    n_ok = 0
+    for item in loaded:
+        batch.append(item)
+        n_ok += item.error is None
+        if n_ok >= batch_size:
+            yield batch
+            batch, n_ok = [], 0
+    if batch:
+        yield batch

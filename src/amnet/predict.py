@@ -4,16 +4,14 @@ length with bounded memory and decoding in parallel with the model."""
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .backbone import Preprocess, Trunk, create_trunk
-from .images import DEFAULT_MAX_PIXELS, ImageError, ImageLike, prepare
+from .images import DEFAULT_MAX_PIXELS, ImageLike, batched_images, iter_images
 from .model import AMNetHead
 from .weights import load_checkpoint, resolve_model
 
@@ -91,14 +89,6 @@ class Predictor:
             for i in range(len(score))
         ]
 
-    def _load(self, source: ImageLike) -> tuple[torch.Tensor, tuple[int, int]] | str:
-        try:
-            return prepare(source, self.preprocess, self.max_pixels)
-        except ImageError as e:
-            return str(e)
-        except Exception as e:  # noqa: BLE001 - one bad input never stops the batch
-            return f"cannot read image: {type(e).__name__}: {e}".splitlines()[0]
-
     def predict_iter(
         self, sources: Iterable[ImageLike], *, batch_size: int | None = None,
         workers: int | None = None,
@@ -109,45 +99,19 @@ class Predictor:
         ``2 * batch_size + workers`` decoded images are held at any time."""
         bs = batch_size or self.batch_size
         nw = self.workers if workers is None else workers
-        window = 2 * bs + nw
-        pool = ThreadPoolExecutor(nw) if nw > 0 else None
-        inflight: deque[tuple[ImageLike, Future | object]] = deque()
-        pending: list[tuple[ImageLike, object]] = []  # decoded, in order, awaiting the model
-
-        def flush() -> Iterator[Prediction]:
-            ok = [(i, r) for i, (_, r) in enumerate(pending) if not isinstance(r, str)]
-            preds = self.predict_tensors(torch.stack([r[0] for _, r in ok])) if ok else []
-            by_index = {i: p for (i, _), p in zip(ok, preds, strict=True)}
-            for i, (src, r) in enumerate(pending):
-                if isinstance(r, str):
-                    yield Prediction(_name(src), error=r)
+        loaded = iter_images(sources, self.preprocess, workers=nw, window=2 * bs + nw,
+                             max_pixels=self.max_pixels)  # fmt: skip
+        for batch in batched_images(loaded, bs):
+            ok = [item for item in batch if item.error is None]
+            preds = self.predict_tensors(torch.stack([i.tensor for i in ok])) if ok else []
+            scored = iter(preds)
+            for item in batch:
+                if item.error is not None:
+                    yield Prediction(_name(item.source), error=item.error)
                 else:
-                    p, (w, h) = by_index[i], r[1]
-                    yield Prediction(_name(src), p.score, p.step_scores, p.attention, w, h)
-            pending.clear()
-
-        try:
-            it = iter(sources)
-            exhausted = False
-            while True:
-                while not exhausted and len(inflight) < window:
-                    try:
-                        src = next(it)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    job = pool.submit(self._load, src) if pool else self._load(src)
-                    inflight.append((src, job))
-                if not inflight:
-                    break
-                src, job = inflight.popleft()
-                pending.append((src, job.result() if isinstance(job, Future) else job))
-                if sum(not isinstance(r, str) for _, r in pending) >= bs:
-                    yield from flush()
-            yield from flush()
-        finally:
-            if pool:
-                pool.shutdown(wait=True, cancel_futures=True)
+                    p = next(scored)
+                    w, h = item.size
+                    yield Prediction(_name(item.source), p.score, p.step_scores, p.attention, w, h)
 
     def predict(self, x: ImageLike | list[ImageLike], **kwargs) -> Prediction | list[Prediction]:
         """Score a path, PIL image, numpy array, (3, H, W) tensor, or a list of them.
