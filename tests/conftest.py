@@ -84,3 +84,23 @@ def photo_dir(tmp_path) -> Path:
         a = (rng.random((60 + 10 * i, 80, 3)) * 255).astype(np.uint8)
         Image.fromarray(a).save(d / f"img{i}.{'jpg' if i % 2 else 'png'}")
     return d
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """160 images whose score is a learnable function of the image (the share of the image
+    covered by a bright square), in the ``list`` layout: root/images + root/scores.txt."""
+    root = tmp_path_factory.mktemp("synthetic")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(160):
+        side = int(rng.integers(8, 60))
+        a = (rng.random((64, 64, 3)) * 60).astype(np.uint8)
+        y, x = rng.integers(0, 64 - side, size=2)
+        a[y : y + side, x : x + side] = (230, 230, 230)
+        name = f"{i:04d}.png"
+        Image.fromarray(a).save(root / "images" / name)
+        lines.append(f"{name} {side * side / 64**2:.6f}")
+    (root / "scores.txt").write_text("\n".join(lines) + "\n")
+    return root

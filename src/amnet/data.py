@@ -177,3 +177,64 @@ def save_split(path: str | os.PathLike, parts: dict[str, Sequence[str]]) -> None
 
 def load_split(path: str | os.PathLike) -> dict[str, list[str]]:
     return json.loads(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images and scores to use. ``kind``: ``lamem`` / ``sun`` (split files under
+    ``root/splits``, ``split`` numbered from 1), ``isola`` (``root/subject_hrs{1,2}.mat``,
+    ``split`` = row from 0: train on one random half with hrs1 targets, test on the other half
+    with hrs2 targets), ``list`` (a ``name score`` file, ``file``, images in ``root/images``)
+    or ``csv`` (``file`` with ``path_column`` / ``score_column``)."""
+
+    kind: str
+    root: str
+    split: int = 1
+    file: str | None = None
+    path_column: str = "path"
+    score_column: str = "score"
+    score_scale: float | None = None
+    val_fraction: float = 0.1  # carved from the training part when the dataset has no val
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lamem", "sun", "isola", "list", "csv"):
+            raise ValueError(f"unknown dataset kind {self.kind!r}")
+        if self.kind in ("list", "csv") and not self.file:
+            raise ValueError(f"dataset kind {self.kind!r} needs a file")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be in (0, 1)")
+
+
+def _carve(records: list[Record], cfg: DataConfig, part: str) -> list[Record]:
+    val_idx, train_idx = random_split(len(records), cfg.val_fraction, cfg.seed + 7919)
+    return [records[i] for i in (val_idx if part == "val" else train_idx)]
+
+
+def load_records(cfg: DataConfig, part: str) -> list[Record]:
+    """The records of ``part`` (train, val or test). Validation never overlaps test: it is
+    the dataset's own val split, or carved from the training part with a fixed seed."""
+    if part not in ("train", "val", "test"):
+        raise ValueError(f"part must be train, val or test, got {part!r}")
+    kw = {"score_scale": cfg.score_scale}
+    if cfg.kind == "lamem":
+        return read_lamem(cfg.root, cfg.split, part, **kw)
+    if cfg.kind == "sun":
+        if part == "test":
+            return read_lamem(cfg.root, cfg.split, "test", **kw)
+        return _carve(read_lamem(cfg.root, cfg.split, "train", **kw), cfg, part)
+    if cfg.kind == "isola":
+        half = 2 if part == "test" else 1
+        records = read_isola(cfg.root, cfg.split, half)
+        first, second = random_split(len(records), 0.5, cfg.split)
+        if part == "test":
+            return [records[i] for i in second]
+        return _carve([records[i] for i in first], cfg, part)
+    if part == "test":
+        raise ValueError(f"dataset kind {cfg.kind!r} has no test part; evaluate on another file")
+    if cfg.kind == "list":
+        records = read_split_file(cfg.file, Path(cfg.root) / "images", **kw)
+    else:
+        records = read_csv(cfg.file, path_column=cfg.path_column,
+                           score_column=cfg.score_column, root=cfg.root, **kw)  # fmt: skip
+    return _carve(records, cfg, part)

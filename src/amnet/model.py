@@ -19,6 +19,7 @@ class AMNetConfig:
     """Architecture of the AMNet head; every field is saved in checkpoints."""
 
     in_channels: int = 1024  # C: channels of the trunk's feature map
+    reduce_dim: int = 0  # R: fixed PCA projection C -> R fitted on training data; 0 = none
     proj_dim: int = 1024  # D: 1x1-conv projection of the map
     att_dim: int = 1024  # size of the additive-attention space
     hidden_size: int = 1024  # N: LSTM hidden size
@@ -34,6 +35,8 @@ class AMNetConfig:
         for name in ("in_channels", "proj_dim", "att_dim", "hidden_size", "fc_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"AMNetConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.reduce_dim <= self.in_channels:
+            raise ValueError("AMNetConfig.reduce_dim must be in [0, in_channels]")
         if self.steps < 0:
             raise ValueError(f"AMNetConfig.steps must be >= 0, got {self.steps}")
         for name in ("dropout_features", "dropout_fc"):
@@ -86,7 +89,11 @@ class AMNetHead(nn.Module):
     def __init__(self, cfg: AMNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.proj = nn.Conv2d(cfg.in_channels, cfg.proj_dim, 1)
+        r = cfg.reduce_dim
+        if r:  # a fixed (not trained) linear map, set by ``set_reduction`` before training
+            self.register_buffer("reduce_weight", torch.eye(r, cfg.in_channels))  # (R, C)
+            self.register_buffer("reduce_bias", torch.zeros(r))  # (R,)
+        self.proj = nn.Conv2d(r or cfg.in_channels, cfg.proj_dim, 1)
         self.proj_bn = nn.BatchNorm2d(cfg.proj_dim)
         self.drop_features = nn.Dropout(cfg.dropout_features)
         self.drop_fc = nn.Dropout(cfg.dropout_fc)
@@ -107,7 +114,22 @@ class AMNetHead(nn.Module):
         """Normalised target units -> the [0, 1] memorability scale (not clamped)."""
         return raw / self.cfg.target_scale + self.cfg.target_mean
 
+    def set_reduction(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Install the fixed projection (R, C) and bias (R,), e.g. a PCA of training features."""
+        self.reduce_weight.copy_(weight)
+        self.reduce_bias.copy_(bias)
+
+    def reduce(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, R, H, W) with the fixed projection; identity when R = 0."""
+        if not self.cfg.reduce_dim:
+            return feats
+        return F.conv2d(feats, self.reduce_weight[:, :, None, None], self.reduce_bias)
+
     def forward(self, feats: torch.Tensor) -> AMNetOutput:
+        return self.forward_reduced(self.reduce(feats))
+
+    def forward_reduced(self, feats: torch.Tensor) -> AMNetOutput:
+        """The head after the fixed reduction (training on pre-reduced features uses this)."""
         B, _, H, W = feats.shape
         x = F.relu(self.proj_bn(self.proj(feats)))  # (B, D, H, W)
         x = self.drop_features(x)

@@ -1,0 +1,197 @@
+"""Evaluation and cross-validation protocols (LaMem 5 splits, SUN 25, LNSIM 25) with the
+paper's ablations: no attention, T in {1, 3, 5}, and a ridge-regression floor."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import hub
+from .cache import FeatureSet, FeatureStore
+from .data import DataConfig, load_records
+from .metrics import mse, spearman
+from .model import AMNetConfig
+from .train import TrainConfig, fit, predict_features
+
+PROTOCOLS = {"lamem5": ("lamem", 5, 1), "sun25": ("sun", 25, 1), "lnsim25": ("isola", 25, 0)}
+VARIANTS = {  # name -> changes to the AMNet configuration (None: ridge floor)
+    "amnet": {},
+    "amnet-noatt": {"attention": False},
+    "amnet-T1": {"steps": 1},
+    "amnet-T5": {"steps": 5},
+    "ridge": None,
+}
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    protocol: str  # lamem5 | sun25 | lnsim25
+    root: str
+    out: str
+    splits: tuple[int, ...] | None = None  # 0-based split indices; None = all
+    trunk: str = "resnet152"
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    model: AMNetConfig = field(default_factory=AMNetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val_fraction: float = 0.1
+    flip: bool = True  # cache the mirrored view (training augmentation and test-time flip)
+    cache_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}")
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
+        n = PROTOCOLS[self.protocol][1]
+        if self.splits is not None and any(not 0 <= s < n for s in self.splits):
+            raise ValueError(f"{self.protocol} has splits 0..{n - 1}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["splits"] = list(self.splits) if self.splits is not None else None
+        d["variants"] = list(self.variants)
+        return d
+
+
+def ridge_floor(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> np.ndarray:
+    """Ridge regression on globally pooled trunk features, alpha chosen on validation rho."""
+
+    def pooled(d: FeatureSet) -> np.ndarray:
+        return np.mean([v.astype(np.float32).mean((2, 3)) for v in d.views], axis=0)
+
+    Xtr, Xva, Xte = pooled(train), pooled(val), pooled(test)
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    Xtr, Xva, Xte = (Xtr - mu) / sd, (Xva - mu) / sd, (Xte - mu) / sd
+    ymu = train.targets.mean()
+    best = (-2.0, None)
+    for alpha in 10.0 ** np.arange(0, 6.5, 0.5):
+        w = np.linalg.solve(
+            Xtr.T @ Xtr + alpha * np.eye(Xtr.shape[1]), Xtr.T @ (train.targets - ymu)
+        )
+        rho = spearman(Xva @ w + ymu, val.targets)
+        if rho > best[0]:
+            best = (rho, w)
+    return Xte @ best[1] + ymu
+
+
+def protocol_splits(cfg: CVConfig) -> list[int]:
+    kind, n, base = PROTOCOLS[cfg.protocol]
+    return list(cfg.splits) if cfg.splits is not None else list(range(n))
+
+
+def _data_config(cfg: CVConfig, k: int) -> DataConfig:
+    kind, _, base = PROTOCOLS[cfg.protocol]
+    return DataConfig(kind, cfg.root, split=k + base, val_fraction=cfg.val_fraction, seed=k)
+
+
+def _read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_results(out: Path, rows: list[dict]) -> None:
+    with hub.atomic_write(out / "results.csv", "w") as f:
+        w = csv.DictWriter(f, fieldnames=["model", "split", "rho", "mse", "seconds"])
+        w.writeheader()
+        w.writerows(rows)
+    with hub.atomic_write(out / "results.md", "w") as f:
+        f.write(markdown_table(rows))
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == name]
+        rho = np.array([float(r["rho"]) for r in rs])
+        err = np.array([float(r["mse"]) for r in rs])
+        secs = np.array([float(r.get("seconds") or 0) for r in rs])
+        out[name] = {
+            "n": len(rs),
+            "rho_mean": rho.mean(),
+            "rho_std": rho.std(),
+            "mse_mean": err.mean(),
+            "mse_std": err.std(),
+            "seconds": secs.mean(),
+        }
+    return out
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | splits | Spearman ρ (mean ± std) | MSE (mean ± std) | s / split |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in summarise(rows).items():
+        lines.append(
+            f"| {name} | {s['n']} | {s['rho_mean']:.3f} ± {s['rho_std']:.3f} | "
+            f"{s['mse_mean']:.4f} ± {s['mse_std']:.4f} | {s['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_cv(cfg: CVConfig, log=None) -> list[dict]:
+    """Train and evaluate every (variant, split); resumable: finished rows in
+    ``out/results.csv`` are kept and skipped. Returns all rows."""
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with hub.atomic_write(out / "config.json", "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1)
+    splits = protocol_splits(cfg)
+    sets = {
+        k: {p: load_records(_data_config(cfg, k), p) for p in ("train", "val", "test")}
+        for k in splits
+    }
+    for k, s in sets.items():  # model selection must never see test images
+        test_ids = {r.image_id for r in s["test"]}
+        if test_ids & {r.image_id for r in s["train"] + s["val"]}:
+            raise RuntimeError(f"split {k}: test images in the training/validation part")
+    paths = sorted({r.path for s in sets.values() for p in s.values() for r in p})
+    store = FeatureStore(cfg.trunk, paths, flip=cfg.flip, root=cfg.cache_root, log=log)
+    if store.errors:
+        log(f"{len(store.errors)} images could not be read and were left out")
+    rows = _read_results(out / "results.csv")
+    done = {(r["model"], int(r["split"])) for r in rows}
+    for k in splits:
+        train, val, test = (store.featureset(sets[k][p]) for p in ("train", "val", "test"))
+        for name in cfg.variants:
+            if (name, k) in done:
+                continue
+            t0 = time.time()
+            change = VARIANTS[name]
+            if change is None:
+                pred = ridge_floor(train, val, test)
+            else:
+                mcfg = dataclasses.replace(cfg.model, **change)
+                res = fit(
+                    mcfg,
+                    dataclasses.replace(cfg.train, seed=cfg.train.seed + k),
+                    train,
+                    val,
+                    progress=False,
+                )
+                pred = predict_features(res.head, test, tta=cfg.train.tta_flip)
+            row = {
+                "model": name,
+                "split": k,
+                "rho": f"{spearman(pred, test.targets):.6f}",
+                "mse": f"{mse(pred, test.targets):.6f}",
+                "seconds": f"{time.time() - t0:.1f}",
+            }
+            rows.append(row)
+            write_results(out, rows)
+            log(
+                f"split {k} {name:12s} rho {float(row['rho']):.4f}  mse {float(row['mse']):.4f}"
+                f"  ({row['seconds']}s)"
+            )
+    return rows

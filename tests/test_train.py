@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from amnet.cache import FeatureStore
+from amnet.data import DataConfig, load_records, random_split, read_split_file
+from amnet.metrics import spearman
+from amnet.model import AMNetConfig
+from amnet.train import TrainConfig, attention_penalty, fit, predict_features
+
+MODEL = AMNetConfig(in_channels=16, proj_dim=16, att_dim=8, hidden_size=16, fc_dim=8)
+TRAIN = TrainConfig(epochs=12, batch_size=16, lr=3e-3, patience=12)
+
+
+@pytest.fixture(scope="module")
+def sets(synthetic_dataset, tiny_trunk_name, tmp_path_factory):
+    recs = read_split_file(synthetic_dataset / "scores.txt", synthetic_dataset / "images")
+    store = FeatureStore(tiny_trunk_name, [r.path for r in recs], flip=True,
+                         root=tmp_path_factory.mktemp("cache"), log=lambda m: None)  # fmt: skip
+    data = store.featureset(recs)
+    rest, test = random_split(len(data), 0.75, seed=0)
+    tr, va = random_split(len(rest), 0.8, seed=1)
+    return data.subset(rest[tr]), data.subset(rest[va]), data.subset(test)
+
+
+def test_learns_a_learnable_function(sets):
+    train, val, test = sets
+    res = fit(MODEL, TRAIN, train, val, progress=False)
+    rho = spearman(predict_features(res.head, test), test.targets)
+    assert rho > 0.9, rho
+    assert res.best_rho == max(h["val_rho"] for h in res.history)
+
+
+def test_pca_reduction_learns_too(sets):
+    train, val, test = sets
+    cfg = AMNetConfig(**{**MODEL.to_dict(), "reduce_dim": 8})
+    res = fit(cfg, TRAIN, train, val, progress=False)
+    assert spearman(predict_features(res.head, test), test.targets) > 0.85
+    # the reduction is fixed: it is not a parameter and did not change in training
+    assert "reduce_weight" not in dict(res.head.named_parameters())
+
+
+def test_kill_and_resume_gives_the_same_result(sets, tmp_path):
+    train, val, _ = sets
+    tc = TrainConfig(epochs=5, batch_size=16, lr=3e-3)
+    full = fit(MODEL, tc, train, val, out_dir=tmp_path / "a", progress=False)
+    fit(MODEL, tc, train, val, out_dir=tmp_path / "b", progress=False, stop_after=2)
+    resumed = fit(MODEL, tc, train, val, out_dir=tmp_path / "b", resume=True, progress=False)
+    assert len(resumed.history) == 5 and resumed.best_epoch == full.best_epoch
+    for (k, a), b in zip(full.head.state_dict().items(), resumed.head.state_dict().values(),
+                         strict=True):  # fmt: skip
+        assert torch.equal(a, b), k
+    assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 6
+
+
+def test_same_results_with_and_without_the_cache(synthetic_dataset, tiny_trunk_name, tmp_path):
+    recs = read_split_file(synthetic_dataset / "scores.txt", synthetic_dataset / "images")[:40]
+    paths = [r.path for r in recs]
+    kw = {"flip": True, "log": lambda m: None}
+    cached = FeatureStore(tiny_trunk_name, paths, root=tmp_path, **kw).featureset(recs)
+    again = FeatureStore(tiny_trunk_name, paths, root=tmp_path, **kw).featureset(recs)  # hits
+    direct = FeatureStore(tiny_trunk_name, paths, cache=False, **kw).featureset(recs)
+    for a, b, c in zip(cached.views, again.views, direct.views, strict=True):
+        assert a.dtype == np.float16 and np.array_equal(a, b) and np.array_equal(a, c)
+    tc = TrainConfig(epochs=2, batch_size=8)
+    r1 = fit(MODEL, tc, cached.subset(np.arange(30)), cached.subset(np.arange(30, 40)),
+             progress=False)  # fmt: skip
+    r2 = fit(MODEL, tc, direct.subset(np.arange(30)), direct.subset(np.arange(30, 40)),
+             progress=False)  # fmt: skip
+    for a, b in zip(r1.head.state_dict().values(), r2.head.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_validation_never_contains_test_images(synthetic_dataset):
+    # (the isola protocol is covered in test_data; the list layout carves val from train)
+    cfg = DataConfig("list", str(synthetic_dataset), file=str(synthetic_dataset / "scores.txt"))
+    train, val = load_records(cfg, "train"), load_records(cfg, "val")
+    assert not {r.image_id for r in train} & {r.image_id for r in val}
+    with pytest.raises(ValueError, match="no test part"):
+        load_records(cfg, "test")
+
+
+def test_attention_penalty_is_zero_for_even_spread_and_positive_for_a_peak():
+    even = torch.full((2, 3, 4, 4), 1 / 16)
+    peak = torch.zeros(2, 3, 4, 4)
+    peak[:, :, 0, 0] = 1
+    assert attention_penalty(even, 2) == 0
+    assert attention_penalty(peak, 1) > attention_penalty(even, 1)
+
+
+def test_train_config_is_validated():
+    with pytest.raises(ValueError):
+        TrainConfig(att_norm=3)
+    with pytest.raises(ValueError):
+        TrainConfig(epochs=0)
