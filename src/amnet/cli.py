@@ -32,7 +32,69 @@ def _models(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-SUBCOMMANDS = [_models]
+def _count(min_value: int):
+    def parse(s: str) -> int:
+        try:
+            n = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+        if n < min_value:
+            raise argparse.ArgumentTypeError(f"must be at least {min_value}, got {n}")
+        return n
+
+    return parse
+
+
+_PREDICT_EXAMPLES = """examples:
+  amnet predict photo.jpg                          # a table on the terminal
+  amnet predict photos/ --out scores.csv           # every image in a folder, as CSV
+  amnet predict 'shots/**/*.jpg' --recursive --out scores.jsonl
+  amnet predict list.txt --maps maps/ --out scores.json   # paths listed one per line
+  amnet predict photos/ --model my-model.safetensors --device cuda --batch-size 64
+
+CSV columns: path,score,step_scores,error (step_scores space-separated, error empty when
+scored). Exit status: 0 all scored, 1 some images failed (the rest are still written),
+2 usage error."""
+
+
+def _predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="score images (files, folders, globs, .txt lists)",
+        description="Score the memorability of images with an AMNet model.",
+        epilog=_PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image file, folder, glob pattern, or .txt file listing paths")  # fmt: skip
+    p.add_argument("--model", default="default", metavar="NAME|FILE",
+                   help="registered model or .safetensors file (default: %(default)s)")  # fmt: skip
+    p.add_argument("--out", metavar="FILE", help="write .csv, .jsonl or .json (default: a table)")
+    p.add_argument("--maps", metavar="DIR", help="write one attention figure (PNG) per image")
+    p.add_argument("--batch-size", type=_count(1), default=16, metavar="N")
+    p.add_argument("--workers", type=_count(0), default=2, metavar="N",
+                   help="image decoding threads (default: %(default)s)")  # fmt: skip
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda")
+    p.add_argument("--recursive", action="store_true", help="also look inside sub-folders")
+
+    def run(args: argparse.Namespace) -> int:
+        from .batch import PredictJob, run_predict
+
+        job = PredictJob(
+            tuple(args.paths), model=args.model, out=args.out, maps=args.maps,
+            batch_size=args.batch_size, workers=args.workers, device=args.device,
+            recursive=args.recursive,
+        )  # fmt: skip
+        try:
+            summary = run_predict(job)
+        except (OSError, RuntimeError) as e:  # unreadable checkpoint, unwritable output, ...
+            print(f"amnet predict: error: {str(e).splitlines()[0] if str(e) else e!r}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        return 0 if summary.total and not summary.failed else 1
+
+    p.set_defaults(func=run)
+
+
+SUBCOMMANDS = [_models, _predict]
 
 
 def build_parser() -> argparse.ArgumentParser:
