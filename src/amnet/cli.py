@@ -51,6 +51,7 @@ _PREDICT_EXAMPLES = """examples:
   amnet predict 'shots/**/*.jpg' --recursive --out scores.jsonl
   amnet predict list.txt --maps maps/ --out scores.json   # paths listed one per line
   amnet predict photos/ --model my-model.safetensors --device cuda --batch-size 64
+  amnet predict archive.parquet --engine ray --address auto --actors 8 --out scores/
 
 CSV columns: path,score,step_scores,error (step_scores space-separated, error empty when
 scored). Exit status: 0 all scored, 1 some images failed (the rest are still written),
@@ -74,8 +75,11 @@ def _predict(sub: argparse._SubParsersAction) -> None:
                    help="image decoding threads (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="cpu", metavar="cpu|cuda")
     p.add_argument("--recursive", action="store_true", help="also look inside sub-folders")
+    _add_ray_options(p)
 
     def run(args: argparse.Namespace) -> int:
+        if args.engine == "ray":
+            return _predict_on_ray(args)
         from .batch import PredictJob, run_predict
 
         job = PredictJob(
@@ -92,6 +96,47 @@ def _predict(sub: argparse._SubParsersAction) -> None:
         return 0 if summary.total and not summary.failed else 1
 
     p.set_defaults(func=run)
+
+
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "on Ray (needs amnet[ray])",
+        "--engine ray scores with a pool of Ray actors, one model each. PATH may also be a\n"
+        ".parquet/.csv table with a column of paths. --out names one .parquet/.csv/.jsonl/.json\n"
+        "file, or a folder of Parquet shards ('scores/'; 'scores.csv/' for CSV shards).",
+    )
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where to score (default: %(default)s)")  # fmt: skip
+    g.add_argument("--address", metavar="auto|ray://HOST:PORT",
+                   help="join this Ray cluster (default: start a local Ray)")  # fmt: skip
+    g.add_argument("--actors", type=_count(1), default=1, metavar="N",
+                   help="actors, each holding one model (default: %(default)s)")  # fmt: skip
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="N",
+                   help="CPUs (and torch threads) per actor (default: %(default)s)")  # fmt: skip
+    g.add_argument("--column", default="path",
+                   help="the column of paths in a table PATH (default: %(default)s)")  # fmt: skip
+
+
+def _predict_on_ray(args: argparse.Namespace) -> int:
+    from .distributed import predict_ray
+
+    if not args.out or args.maps:
+        raise ValueError("--engine ray needs --out (a file or a folder/) and has no --maps")
+    try:
+        s = predict_ray(
+            args.paths, args.out, model=args.model, address=args.address,
+            num_actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+            batch_size=args.batch_size, column=args.column,
+            use_gpu=args.device.startswith("cuda"), recursive=args.recursive,
+            progress=sys.stderr.isatty(),
+        )  # fmt: skip
+    except (OSError, RuntimeError) as e:  # Ray unreachable, unwritable output, ...
+        print(f"amnet predict: error: {str(e).splitlines()[0] if str(e) else e!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(f"{s.rows} images, {s.failed} failed, {s.images_per_second:.1f} images/s -> {s.out}",
+          file=sys.stderr)  # fmt: skip
+    return 0 if s.rows and not s.failed else 1
 
 
 SUBCOMMANDS = [_models, _predict]
