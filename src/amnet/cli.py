@@ -142,6 +142,52 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
 SUBCOMMANDS = [_models, _predict]
 
 
+_SERVE_EXAMPLES = """examples:
+  amnet serve                                   # http://127.0.0.1:8000 (page, API, /docs)
+  amnet serve --model my-model.safetensors --port 8080
+  amnet serve --host 0.0.0.0 --workers 2 --max-queue 128   # reachable from other machines
+
+Every limit answers with JSON {"error": code, "message": text}: 413 for bytes and pixels,
+422 for too many files, 503 + Retry-After when the queue is full, 504 on timeout."""
+
+
+def _serve(sub: argparse._SubParsersAction) -> None:
+    from dataclasses import fields
+
+    from .serve import ServeConfig
+
+    p = sub.add_parser(
+        "serve", help="web page and HTTP API (needs amnet[serve])",
+        description="Serve the web demo at / and the HTTP API (/v1/predict, /docs).",
+        epilog=_SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    p.add_argument("--port", type=_count(1), default=8000, help="(default: %(default)s)")
+    p.add_argument("--model", default="default", metavar="NAME|FILE",
+                   help="registered model or .safetensors file (default: %(default)s)")  # fmt: skip
+    p.add_argument("--workers", type=_count(1), default=1, metavar="N",
+                   help="server processes, each with the model (default: 1)")  # fmt: skip
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda")
+    limits = p.add_argument_group("limits and batching")
+    for f in fields(ServeConfig):
+        flag = f"--{f.name.replace('_', '-')}"
+        limits.add_argument(flag, type=type(f.default), default=f.default, metavar="N",
+                            help=f"{f.metadata['help']} (default: %(default)s)")  # fmt: skip
+
+    def run(args: argparse.Namespace) -> int:
+        from .serve import run as serve
+
+        cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in fields(ServeConfig)})
+        serve(args.model, host=args.host, port=args.port, workers=args.workers,
+              device=args.device, config=cfg)  # fmt: skip
+        return 0
+
+    p.set_defaults(func=run)
+
+
+SUBCOMMANDS.append(_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amnet",
