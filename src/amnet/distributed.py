@@ -22,6 +22,7 @@ RayRunSummary(rows=1000, failed=0, seconds=41.2, out='scores.parquet')
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -31,16 +32,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .inputs import iter_inputs
-from .predict import Prediction
-from .writers import FORMATS, open_writer, record
+from .tables import (
+    count_rows,
+    csv_columns,
+    iter_paths,
+    output_layout,
+    result_schema,
+    write_one_file,
+)
+from .writers import record
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-TABLE_SUFFIXES = (".parquet", ".csv")  # an input with these suffixes is a table of paths
-FILE_SUFFIXES = (".parquet", *FORMATS)  # outputs written as one file
-SHARD_SUFFIXES = (".parquet", ".csv")  # outputs written as a folder of shards
 _FILE_COLUMN = "_file"  # the path the actor opens (made absolute); ``path`` is kept as given
 
 
@@ -75,103 +79,9 @@ class RayRunSummary:
         return self.rows / self.seconds if self.seconds > 0 else math.nan
 
 
-# -- inputs -------------------------------------------------------------------------------
-
-
-def read_path_table(path: str, column: str = "path") -> list[str]:
-    """The paths in ``column`` of a Parquet or CSV file; relative ones are taken relative to the
-    table's folder (as in ``.txt`` lists)."""
-    if path.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        schema = pq.read_schema(path)
-        if column not in schema.names:
-            raise ValueError(f"{path} has no column {column!r} (columns: {schema.names})")
-        table = pq.read_table(path, columns=[column])
-    else:
-        import pyarrow as pa
-        from pyarrow import csv
-
-        opts = csv.ConvertOptions(include_columns=[column], column_types={column: pa.string()})
-        try:
-            table = csv.read_csv(path, convert_options=opts)
-        except pa.ArrowInvalid as e:
-            raise ValueError(f"{path}: cannot read column {column!r}: {e}") from None
-    base = os.path.dirname(path)
-    return [
-        p if os.path.isabs(p) or "://" in p else os.path.join(base, p)
-        for p in table.column(column).to_pylist()
-        if p
-    ]
-
-
-def iter_paths(
-    inputs: Iterable[str | os.PathLike], column: str = "path", *, recursive: bool = False
-) -> Iterator[str]:
-    """Image paths from command-line style inputs: Parquet/CSV tables of paths, and everything
-    :func:`amnet.inputs.iter_inputs` takes (files, folders, globs, ``.txt`` lists)."""
-    for arg in inputs:
-        arg = os.fspath(arg)
-        if arg.lower().endswith(TABLE_SUFFIXES) and os.path.isfile(arg):
-            yield from read_path_table(arg, column)
-        else:
-            yield from iter_inputs([arg], recursive=recursive)
-
-
 def _absolute(path: str) -> str:
     """Workers run in other folders (or on other machines): they get absolute paths."""
     return path if "://" in path else os.path.abspath(path)
-
-
-# -- outputs ------------------------------------------------------------------------------
-
-
-def output_layout(out: str | os.PathLike) -> tuple[str, bool]:
-    """``(suffix, is_folder)`` for an output name; ValueError when it names no known format."""
-    s = os.fspath(out)
-    folder = s.endswith(("/", os.sep)) or os.path.isdir(s)
-    suffix = os.path.splitext(s.rstrip("/" + os.sep))[1].lower()
-    if folder or not suffix:
-        if suffix and suffix not in SHARD_SUFFIXES:
-            raise ValueError(f"a folder of shards is Parquet or CSV, not {suffix!r}: {s}")
-        return suffix or ".parquet", True
-    if suffix not in FILE_SUFFIXES:
-        raise ValueError(
-            f"cannot tell the output format of {s!r}: end it in {', '.join(FILE_SUFFIXES)} for "
-            "one file, or '/' for a folder of Parquet shards ('.csv/' for CSV shards)"
-        )
-    return suffix, False
-
-
-def result_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema([
-        ("path", pa.string()), ("score", pa.float64()),
-        ("step_scores", pa.list_(pa.float64())), ("error", pa.string()),
-    ])  # fmt: skip
-
-
-def csv_columns(batch: pa.Table) -> pa.Table:
-    """Rows as the local CSV writes them: scores with 6 decimals, steps space-separated, no
-    error as an empty string."""
-    import pyarrow as pa
-
-    from .writers import CSV_HEADER
-
-    rows = [_prediction(r) for r in batch.to_pylist()]
-    return pa.table({
-        "path": [p.path or "" for p in rows],
-        "score": ["" if p.score is None else f"{p.score:.6f}" for p in rows],
-        "step_scores": [" ".join(f"{s:.6f}" for s in p.step_scores) for p in rows],
-        "error": [p.error or "" for p in rows],
-    }).select(list(CSV_HEADER))  # fmt: skip
-
-
-def _prediction(row: dict) -> Prediction:
-    return Prediction(
-        row["path"], row["score"], tuple(row["step_scores"] or ()), error=row["error"]
-    )
 
 
 # -- the actor ----------------------------------------------------------------------------
@@ -218,6 +128,25 @@ def _connect(address: str | None) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _data_context(progress: bool) -> Iterator[None]:
+    """Ray Data settings for one run, restored afterwards: rows kept in input order; quiet
+    (no progress bars, no INFO log of each run's plan) unless ``progress``."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    log = logging.getLogger("ray.data")
+    saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars, log.level
+    ctx.execution_options.preserve_order, ctx.enable_progress_bars = True, progress
+    if not progress:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved[:2]
+        log.setLevel(saved[2])
+
+
 def _blocks(paths: list[str], cfg: RayPredictConfig) -> list[pa.Table]:
     """Paths split into blocks: about 4 per actor, whole batches each, at most 64 batches."""
     import pyarrow as pa
@@ -234,46 +163,6 @@ def _blocks(paths: list[str], cfg: RayPredictConfig) -> list[pa.Table]:
 def _check_folder(out: str) -> None:
     if "://" not in out and os.path.isdir(out) and os.listdir(out):
         raise ValueError(f"output folder {out} is not empty: remove it or name another")
-
-
-def _count_folder(out: str, suffix: str) -> tuple[int, int]:
-    """Rows and failures in a written folder of shards (read back from its error column)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pds
-    from pyarrow import csv
-
-    fmt: Any = "parquet"
-    if suffix == ".csv":  # every column as text: a shard without errors has an empty column
-        opts = csv.ConvertOptions(column_types={c: pa.string() for c in result_schema().names})
-        fmt = pds.CsvFileFormat(convert_options=opts)
-    err = pds.dataset(out, format=fmt).to_table(columns=["error"]).column("error")
-    failed = pc.sum(pc.and_(pc.is_valid(err), pc.not_equal(err, ""))).as_py() or 0
-    return len(err), int(failed)
-
-
-def write_one_file(ds: Any, out: str, suffix: str) -> tuple[int, int]:
-    """Stream the rows to one file through the driver, in input order; (rows, failed)."""
-    rows = failed = 0
-    batches = ds.iter_batches(batch_format="pyarrow", batch_size=None)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        from .hub import atomic_write
-
-        with atomic_write(out, "wb") as f, pq.ParquetWriter(f, result_schema()) as w:
-            for b in batches:
-                w.write_table(b.cast(result_schema()))
-                rows += b.num_rows
-                failed += b.num_rows - b.column("error").null_count
-        return rows, failed
-    with open_writer(out) as w:
-        for b in batches:
-            for row in b.to_pylist():
-                w.write(_prediction(row))
-                rows += 1
-                failed += row["error"] is not None
-    return rows, failed
 
 
 def predict_ray(
@@ -309,32 +198,28 @@ def predict_ray(
 
     started = _connect(cfg.address)
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
-        if not cfg.progress:  # Ray Data logs each run's plan and progress at INFO
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-        t0 = time.perf_counter()
-        ds = ray.data.from_arrow(_blocks(paths, cfg))
-        ds.context.execution_options.preserve_order = True
-        ds = ds.map_batches(
-            PredictorActor,
-            fn_constructor_args=(cfg,),
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-            num_cpus=cfg.cpus_per_actor,
-            num_gpus=1 if cfg.use_gpu else 0,
-        )
-        if folder and suffix == ".csv":
-            ds = ds.map_batches(csv_columns, batch_format="pyarrow", batch_size=None)
-            ds.write_csv(out)
-        elif folder:
-            ds.write_parquet(out)
-        else:
-            rows, failed = write_one_file(ds, out, suffix)
-        seconds = time.perf_counter() - t0
+        with _data_context(cfg.progress):
+            t0 = time.perf_counter()
+            ds = ray.data.from_arrow(_blocks(paths, cfg)).map_batches(
+                PredictorActor,
+                fn_constructor_args=(cfg,),
+                batch_size=cfg.batch_size,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+                num_cpus=cfg.cpus_per_actor,
+                num_gpus=1 if cfg.use_gpu else 0,
+            )
+            if folder and suffix == ".csv":
+                ds.map_batches(csv_columns, batch_format="pyarrow", batch_size=None).write_csv(out)
+            elif folder:
+                ds.write_parquet(out)
+            else:
+                batches = ds.iter_batches(batch_format="pyarrow", batch_size=None)
+                rows, failed = write_one_file(batches, out, suffix)
+            seconds = time.perf_counter() - t0
     finally:
         if started:
             ray.shutdown()
     if folder:
-        rows, failed = _count_folder(out, suffix)
+        rows, failed = count_rows(out, suffix)
     return RayRunSummary(rows, failed, round(seconds, 3), out)
