@@ -130,9 +130,9 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
             use_gpu=args.device.startswith("cuda"), recursive=args.recursive,
             progress=sys.stderr.isatty(),
         )  # fmt: skip
-    except (OSError, RuntimeError) as e:  # Ray unreachable, unwritable output, ...
-        print(f"amnet predict: error: {str(e).splitlines()[0] if str(e) else e!r}",
-              file=sys.stderr)  # fmt: skip
+    except (ImportError, OSError, RuntimeError) as e:  # no Ray, Ray unreachable, unwritable out
+        msg = str(e).splitlines()[0] if str(e) else repr(e)
+        print(f"amnet predict: error: {msg}", file=sys.stderr)
         return 2
     print(f"{s.rows} images, {s.failed} failed, {s.images_per_second:.1f} images/s -> {s.out}",
           file=sys.stderr)  # fmt: skip

@@ -184,6 +184,10 @@ def predict_ray(
     Uses the Ray this process is already connected to, if any; otherwise joins ``address``,
     or starts a local Ray (and stops it afterwards)."""
     cfg = dataclasses.replace(config or RayPredictConfig(), **overrides)
+    try:
+        import ray.data
+    except ImportError:
+        raise ImportError("scoring on Ray needs the ray extra: pip install 'amnet[ray]'") from None
     out = os.fspath(out)
     suffix, folder = output_layout(out)
     if folder:
@@ -193,8 +197,6 @@ def predict_ray(
     paths = list(iter_paths(inputs, cfg.column, recursive=cfg.recursive))
     if not paths:
         raise ValueError("no images found in the inputs")
-
-    import ray
 
     started = _connect(cfg.address)
     try:
