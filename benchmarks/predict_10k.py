@@ -89,7 +89,16 @@ def child(argv: list[str], tiny: bool) -> None:
     rc = main(argv)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB -> MB
-    print(json.dumps({"rc": rc, "seconds": seconds, "peak_rss_mb": peak}))
+    print(json.dumps({"rc": rc, "seconds": seconds, "peak_rss_mb": peak, "end_rss_mb": rss_mb()}))
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
 
 
 def measure(argv: list[str], tiny: bool) -> dict:
@@ -137,34 +146,24 @@ def main() -> int:
             f"device={args.device} cpus={os.cpu_count()} torch_threads=default",
             flush=True,
         )
-        print(f"{'images':>7} {'seconds':>8} {'images/s':>9} {'peak RSS MB':>12}", flush=True)
+        header = ("images", "seconds", "images/s", "peak RSS MB", "RSS at end MB")
+        print("{:>7} {:>8} {:>9} {:>12} {:>14}".format(*header), flush=True)
         for n in sorted({min(args.rss_at, args.n), args.n}):
             listing = Path(tmp) / f"first_{n}.txt"
             listing.write_text("".join(f"{p}\n" for p in names[:n]))
-            argv = [
-                "predict",
-                str(listing),
-                "--model",
-                str(ckpt),
-                "--out",
-                str(Path(tmp) / f"scores_{n}.csv"),
-                "--batch-size",
-                str(args.batch_size),
-                "--workers",
-                str(args.workers),
-                "--device",
-                args.device,
-            ]
+            out = Path(tmp) / f"scores_{n}.csv"
+            argv = ["predict", str(listing), "--model", str(ckpt), "--out", str(out)]
+            argv += ["--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+            argv += ["--device", args.device]
             r = measure(argv, tiny)
             if r["rc"] != 0:
                 print(f"run failed (exit {r['rc']}): {r['stderr_tail']}", file=sys.stderr)
                 return 1
-            rows = sum(1 for _ in open(Path(tmp) / f"scores_{n}.csv")) - 1
+            with open(out) as f:
+                rows = sum(1 for _ in f) - 1
             assert rows == n, f"{rows} rows for {n} images"
-            print(
-                f"{n:>7} {r['seconds']:>8.1f} {n / r['seconds']:>9.1f} {r['peak_rss_mb']:>12.0f}",
-                flush=True,
-            )
+            row = (n, r["seconds"], n / r["seconds"], r["peak_rss_mb"], r["end_rss_mb"])
+            print("{:>7} {:>8.1f} {:>9.1f} {:>12.0f} {:>14.0f}".format(*row), flush=True)
     return 0
 
 

@@ -100,6 +100,8 @@ def make_corpus(d: Path) -> dict[str, str | None]:
     put("truncated.png", "truncated", (d / "rgba.png").read_bytes()[:300])
     os.symlink(d / "nowhere.jpg", d / "broken_link.jpg")
     exp["broken_link.jpg"] = "file not found"
+    photo.save(d / os.fsdecode(b"caf\xe9.png"))  # a file name that is not valid UTF-8
+    exp["caf\\xe9.png"] = OK  # written with the odd byte as \xe9
     put("unreadable.jpg", "permission denied", good_jpeg)
     os.chmod(d / "unreadable.jpg", 0)
     return exp

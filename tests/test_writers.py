@@ -80,3 +80,11 @@ def test_table_has_header_scores_and_error_lines():
 def test_unknown_output_suffix_is_a_usage_error(name):
     with pytest.raises(ValueError, match=r"\.csv, \.jsonl, \.json"):
         output_format(name)
+
+
+def test_output_file_gets_the_usual_permissions(tmp_path):
+    """Written through a temporary file, yet readable like any file the user creates."""
+    from amnet.hub import _UMASK
+
+    write(tmp_path / "o.csv")
+    assert (tmp_path / "o.csv").stat().st_mode & 0o777 == 0o666 & ~_UMASK

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 class ChecksumError(RuntimeError):
@@ -69,6 +71,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would give
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
