@@ -206,23 +206,18 @@ def test_killed_actor_loses_and_duplicates_no_image(local_ray, tiny_checkpoint, 
     _assert_same_rows(rows, _local(tiny_checkpoint, paths))
 
 
-def test_cli_engine_ray_equals_local_predict(local_ray, tiny_checkpoint, photo_dir, tmp_path):
+def test_cli_engine_ray_equals_local_predict(
+    local_ray, tiny_checkpoint, photo_dir, tmp_path, monkeypatch
+):
     (photo_dir / "broken.jpg").write_bytes(b"not an image")
-    common = [str(photo_dir), "--model", str(tiny_checkpoint), "--batch-size", "2"]
-    assert main(["predict", *common, "--out", str(tmp_path / "local.csv")]) == 1
-    argv = [
-        "predict",
-        *common,
-        "--out",
-        str(tmp_path / "ray.csv"),
-        "--engine",
-        "ray",
-        "--actors",
-        "2",
-    ]
-    assert main(argv) == 1  # one image failed, the rest are written
+    monkeypatch.chdir(tmp_path)  # relative paths, while the workers run in other folders
+    common = ["photos", "--model", tiny_checkpoint.name, "--batch-size", "2"]
+    assert main(["predict", *common, "--out", "local.csv"]) == 1
+    ray_args = ["--engine", "ray", "--actors", "2"]
+    assert main(["predict", *common, "--out", "ray.csv", *ray_args]) == 1  # 1 failed, 5 written
     rows, local = _csv_rows(tmp_path / "ray.csv"), _csv_rows(tmp_path / "local.csv")
     assert [r["path"] for r in rows] == [r["path"] for r in local]  # input order, as given
+    assert rows[1]["path"] == os.path.join("photos", "img0.png")
     _assert_same_rows(rows, {r["path"]: r for r in local})
     assert rows[0]["path"].endswith("broken.jpg") and rows[0]["error"]
     assert (tmp_path / "ray.csv").read_text().splitlines()[0] == "path,score,step_scores,error"

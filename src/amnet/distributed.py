@@ -147,17 +147,43 @@ def _data_context(progress: bool) -> Iterator[None]:
         log.setLevel(saved[2])
 
 
-def _blocks(paths: list[str], cfg: RayPredictConfig) -> list[pa.Table]:
-    """Paths split into blocks: about 4 per actor, whole batches each, at most 64 batches."""
-    import pyarrow as pa
+def _dataset(paths: list[str], cfg: RayPredictConfig) -> Any:
+    """The paths as a Ray Dataset in blocks of about ``n / (4 * actors)`` rows (at most 64
+    batches each), so every actor gets work and a retried block is small.
+
+    Built in the driver with ``from_items``: ``from_arrow`` sends each table to a remote task
+    for its metadata, and with ray 2.60 / pyarrow 26 that task now and then aborts
+    (absl "Mutex corrupt"; Ray retries it, but it need not happen at all)."""
+    import ray.data
 
     n = len(paths)
     per_block = min(64 * cfg.batch_size, max(1, math.ceil(n / (4 * cfg.num_actors))))
-    return [
-        pa.table({"path": paths[i : i + per_block],
-                  _FILE_COLUMN: [_absolute(p) for p in paths[i : i + per_block]]})
-        for i in range(0, n, per_block)
-    ]  # fmt: skip
+    rows = [{"path": p, _FILE_COLUMN: _absolute(p)} for p in paths]
+    return ray.data.from_items(rows, override_num_blocks=math.ceil(n / per_block))
+
+
+def _client_connected() -> bool:
+    from ray.util.client import ray as client
+
+    return client.is_connected()
+
+
+def _on_the_cluster(
+    inputs: Iterable[str | os.PathLike], out: str, cfg: RayPredictConfig
+) -> RayRunSummary:
+    """Through Ray Client (``ray://``), Ray Data cannot run its driver here: run the whole job
+    as a task on the cluster instead. Inputs and ``out`` are then paths on the cluster."""
+    import ray
+
+    started = _connect(cfg.address)
+    try:
+        job = ray.remote(num_cpus=0)(predict_ray)
+        slash = "/" if out.endswith(("/", os.sep)) else ""  # keeps "scores.csv/" a folder
+        args = [_absolute(os.fspath(i)) for i in inputs], _absolute(out) + slash
+        return ray.get(job.remote(*args, dataclasses.replace(cfg, address=None)))
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _check_folder(out: str) -> None:
@@ -188,12 +214,16 @@ def predict_ray(
         import ray.data
     except ImportError:
         raise ImportError("scoring on Ray needs the ray extra: pip install 'amnet[ray]'") from None
+    if os.path.isfile(cfg.model):  # a checkpoint file: workers run in other folders
+        cfg = dataclasses.replace(cfg, model=_absolute(cfg.model))
     out = os.fspath(out)
     suffix, folder = output_layout(out)
-    if folder:
-        _check_folder(out)
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
+    if (cfg.address or "").startswith("ray://") or _client_connected():
+        return _on_the_cluster(inputs, out, cfg)
+    if folder:
+        _check_folder(out)
     paths = list(iter_paths(inputs, cfg.column, recursive=cfg.recursive))
     if not paths:
         raise ValueError("no images found in the inputs")
@@ -202,7 +232,7 @@ def predict_ray(
     try:
         with _data_context(cfg.progress):
             t0 = time.perf_counter()
-            ds = ray.data.from_arrow(_blocks(paths, cfg)).map_batches(
+            ds = _dataset(paths, cfg).map_batches(
                 PredictorActor,
                 fn_constructor_args=(cfg,),
                 batch_size=cfg.batch_size,
