@@ -7,6 +7,10 @@ whether memory grows with the number of images (it must not).
     python benchmarks/predict_10k.py                          # tiny random trunk, 1k and 10k
     python benchmarks/predict_10k.py --trunk resnet152 --n 500 --rss-at 100
 
+Memory columns: ``peak`` is the process's peak RSS (getrusage); ``1st half`` and ``2nd half``
+are the highest RSS sampled (every 50 ms) in each half of the run, the same when nothing
+accumulates; ``at end`` is the RSS when the command returns.
+
 ``--trunk tiny`` (the default) is a small random convolution standing in for the ImageNet trunk,
 so the figure measures decoding, batching, the full-size AMNet head and writing; ``--trunk
 resnet152`` measures the real model. The head is untrained: the scores mean nothing here.
@@ -78,18 +82,40 @@ def make_checkpoint(path: Path, trunk: str) -> Path:
 
 
 def child(argv: list[str], tiny: bool) -> None:
-    """Inside the measured process: the command itself, timed; then this process's peak RSS."""
+    """Inside the measured process: the command itself, timed, while a thread samples the
+    resident memory every 50 ms; then the peak RSS, the RSS at the end, and the highest RSS
+    in the first and in the second half of the run (the same when memory does not accumulate)."""
     import resource
+    import threading
 
     if tiny:
         register_tiny_trunk()
     from amnet.cli import main
 
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            samples.append(rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
+    sampler.start()
     rc = main(argv)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB -> MB
-    print(json.dumps({"rc": rc, "seconds": seconds, "peak_rss_mb": peak, "end_rss_mb": rss_mb()}))
+    done.set()
+    sampler.join()
+    half = len(samples) // 2
+    result = {
+        "rc": rc,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB -> MB
+        "end_rss_mb": rss_mb(),
+        "first_half_max_mb": max(samples[:half], default=0.0),
+        "second_half_max_mb": max(samples[half:], default=0.0),
+    }
+    print(json.dumps(result))
 
 
 def rss_mb() -> float:
@@ -146,8 +172,9 @@ def main() -> int:
             f"device={args.device} cpus={os.cpu_count()} torch_threads=default",
             flush=True,
         )
-        header = ("images", "seconds", "images/s", "peak RSS MB", "RSS at end MB")
-        print("{:>7} {:>8} {:>9} {:>12} {:>14}".format(*header), flush=True)
+        print(f"{'':27}|---------- RSS, MB ----------|")
+        header = ("images", "seconds", "images/s", "peak", "1st half", "2nd half", "at end")
+        print("{:>7} {:>8} {:>9} {:>7} {:>9} {:>9} {:>7}".format(*header), flush=True)
         for n in sorted({min(args.rss_at, args.n), args.n}):
             listing = Path(tmp) / f"first_{n}.txt"
             listing.write_text("".join(f"{p}\n" for p in names[:n]))
@@ -162,8 +189,10 @@ def main() -> int:
             with open(out) as f:
                 rows = sum(1 for _ in f) - 1
             assert rows == n, f"{rows} rows for {n} images"
-            row = (n, r["seconds"], n / r["seconds"], r["peak_rss_mb"], r["end_rss_mb"])
-            print("{:>7} {:>8.1f} {:>9.1f} {:>12.0f} {:>14.0f}".format(*row), flush=True)
+            mb = [r[k] for k in ("peak_rss_mb", "first_half_max_mb", "second_half_max_mb")]
+            row = (n, r["seconds"], n / r["seconds"], *mb, r["end_rss_mb"])
+            print("{:>7} {:>8.1f} {:>9.1f} {:>7.0f} {:>9.0f} {:>9.0f} {:>7.0f}".format(*row),
+                  flush=True)  # fmt: skip
     return 0
 
 

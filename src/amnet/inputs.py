@@ -31,20 +31,25 @@ def iter_folder(folder: str, *, recursive: bool = False) -> Iterator[str]:
     readable file (a directory called ``x.jpg``, a broken link), so it is reported, not lost."""
     try:
         with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            # only the names we keep, then sorted: about 100 bytes per image in this folder
+            keep = sorted((e.name, _is_dir(e)) for e in it if is_image_name(e.name) or
+                          (recursive and _is_dir(e)))  # fmt: skip
     except OSError:
         yield folder  # unreadable folder: reported as an error by the image reader
         return
-    for e in entries:
-        path = os.path.join(folder, e.name)
-        try:
-            is_dir = e.is_dir()
-        except OSError:
-            is_dir = False
+    for name, is_dir in keep:
+        path = os.path.join(folder, name)
         if recursive and is_dir:
             yield from iter_folder(path, recursive=True)
-        elif is_image_name(e.name):
+        else:
             yield path
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def iter_list_file(path: str) -> Iterator[str]:
