@@ -62,3 +62,23 @@ def test_config_is_validated(bad):
 def test_config_from_dict_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown"):
         AMNetConfig.from_dict({"steps": 3, "bogus": 1})
+
+
+def test_ensemble_averages_heads_and_round_trips(tmp_path):
+    from conftest import _tiny_spec
+
+    from amnet.model import AMNetEnsemble
+    from amnet.weights import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = AMNetConfig(**{**CFG.to_dict(), "in_channels": 16})
+    heads = [AMNetHead(cfg).eval() for _ in range(3)]
+    ens = AMNetEnsemble(heads).eval()
+    x = torch.randn(2, 16, 14, 14)
+    out = ens(x)
+    torch.testing.assert_close(out.score, torch.stack([h(x).score for h in heads]).mean(0))
+    torch.testing.assert_close(out.attention.sum((2, 3)), torch.ones(2, 3))
+    path = save_checkpoint(tmp_path / "e.safetensors", ens, trunk=_tiny_spec().name)
+    loaded, meta = load_checkpoint(path)
+    assert isinstance(loaded, AMNetEnsemble) and len(meta["ensemble"]) == 3
+    torch.testing.assert_close(loaded(x).score, out.score, rtol=0, atol=0)

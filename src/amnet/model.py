@@ -172,3 +172,21 @@ class AMNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> AMNetOutput:
         return self.forward_head(self.forward_features(images))
+
+
+class AMNetEnsemble(nn.Module):
+    """Several AMNet heads on the same features; scores, step scores and attention maps are
+    averaged (each averaged map still sums to 1)."""
+
+    def __init__(self, heads: list[AMNetHead]) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("an ensemble needs at least one head")
+        if len({h.cfg.steps for h in heads}) != 1:
+            raise ValueError("all heads of an ensemble must have the same number of steps")
+        self.heads = nn.ModuleList(heads)
+        self.cfg = heads[0].cfg
+
+    def forward(self, feats: torch.Tensor) -> AMNetOutput:
+        outs = [h(feats) for h in self.heads]
+        return AMNetOutput(*(torch.stack(t).mean(0) for t in zip(*outs, strict=True)))

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__, hub
 from .backbone import Preprocess, get_trunk_spec
-from .model import AMNetConfig, AMNetHead
+from .model import AMNetConfig, AMNetEnsemble, AMNetHead
 
 FORMAT_VERSION = 1
 
@@ -89,7 +89,7 @@ def resolve_model(name_or_path: str | os.PathLike = "default") -> Path:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    head: AMNetHead,
+    head: AMNetHead | AMNetEnsemble,
     *,
     trunk: str,
     preprocess: Preprocess | None = None,
@@ -99,10 +99,12 @@ def save_checkpoint(
 ) -> Path:
     """Write a self-describing checkpoint atomically; ``half`` stores float16 tensors."""
     pp = preprocess or get_trunk_spec(trunk).preprocess
+    heads = list(head.heads) if isinstance(head, AMNetEnsemble) else [head]
     meta = {
         "format_version": FORMAT_VERSION,
         "amnet_version": __version__,
-        "model": head.cfg.to_dict(),
+        "model": heads[0].cfg.to_dict(),
+        "ensemble": [h.cfg.to_dict() for h in heads] if isinstance(head, AMNetEnsemble) else None,
         "trunk": trunk,
         "preprocess": pp.to_dict(),
         "training": training or {},
@@ -135,10 +137,14 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead, dict]:
-    """Build the head described by a checkpoint, load its tensors (as float32), eval mode."""
+def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble, dict]:
+    """Build the head (or ensemble of heads) a checkpoint describes, load its tensors as
+    float32, in eval mode."""
     meta = read_metadata(path)
-    head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
+    if meta.get("ensemble"):
+        head = AMNetEnsemble([AMNetHead(AMNetConfig.from_dict(c)) for c in meta["ensemble"]])
+    else:
+        head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     head.load_state_dict(state, strict=True)
     return head.eval(), meta

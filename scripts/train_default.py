@@ -1,0 +1,88 @@
+"""Train the shipped default model: an ensemble of AMNet heads on all LNSIM images.
+
+    python scripts/train_default.py --trunk resnet152 --members 5
+    python scripts/train_default.py --trunk efficientnet_lite2 --members 5
+
+Each member trains on all images (targets: scores.txt) minus its own validation tenth (a
+different seeded tenth per member, used only for epoch selection), with the configuration
+chosen by the lnsim25 cross-validation (configs/lnsim25-cpu.json). The heads are saved
+together, in float16, as src/amnet/pretrained/amnet-lnsim-<trunk>.safetensors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from amnet.backbone import get_trunk_spec
+from amnet.data import DataConfig
+from amnet.hub import sha256_file
+from amnet.jobs import TrainJob, run_train
+from amnet.model import AMNetConfig, AMNetEnsemble
+from amnet.train import TrainConfig
+from amnet.weights import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+LNSIM = ROOT.parent / "shared" / "datasets" / "lnsim"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trunk", default="resnet152")
+    ap.add_argument("--members", type=int, default=5)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "lnsim25-cpu.json"))
+    ap.add_argument("--root", default=str(LNSIM))
+    ap.add_argument("--work", default=str(ROOT / "runs" / "default"))
+    ap.add_argument("--no-flip", action="store_true")
+    ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
+    args = ap.parse_args()
+    cfg = json.loads(Path(args.config).read_text())
+    model = AMNetConfig.from_dict(
+        {**cfg["model"], "in_channels": get_trunk_spec(args.trunk).channels}
+    )
+    heads, val_rhos = [], []
+    t0 = time.time()
+    for m in range(args.members):
+        data = DataConfig("list", args.root, file=str(Path(args.root) / "scores.txt"), seed=m)
+        job = TrainJob(
+            data=data,
+            out=f"{args.work}/{args.trunk}/member{m}",
+            trunk=args.trunk,
+            model=model,
+            train=TrainConfig(**{**cfg["train"], "seed": m}),
+            flip=not args.no_flip,
+            resume=True,
+        )
+        res = run_train(job)
+        heads.append(res.head)
+        val_rhos.append(res.best_rho)
+    metrics = {"member_val_rho": val_rhos}
+    if args.cv_results:
+        import csv
+
+        from amnet.evaluate import summarise
+
+        rows = list(csv.DictReader(open(args.cv_results)))
+        s = summarise(rows).get("amnet")
+        if s:
+            metrics["lnsim25_rho_mean_single_head"] = round(float(s["rho_mean"]), 4)
+            metrics["lnsim25_rho_std_single_head"] = round(float(s["rho_std"]), 4)
+            metrics["lnsim25_mse_mean_single_head"] = round(float(s["mse_mean"]), 5)
+    out = ROOT / "src" / "amnet" / "pretrained" / f"amnet-lnsim-{args.trunk}.safetensors"
+    training = {
+        "data": "LNSIM (Lu et al., TIP 2020), 2,000 images, targets scores.txt",
+        "members": args.members,
+        "config": cfg,
+        "flip_augmentation": not args.no_flip,
+        "script": "scripts/train_default.py",
+    }
+    save_checkpoint(
+        out, AMNetEnsemble(heads), trunk=args.trunk, training=training, metrics=metrics, half=True
+    )
+    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(out)}")
+    print(f"member validation rho: {[round(r, 3) for r in val_rhos]}; {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
