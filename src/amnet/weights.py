@@ -148,3 +148,23 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble,
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     head.load_state_dict(state, strict=True)
     return head.eval(), meta
+
+
+# --- the models shipped inside the package -------------------------------------------------
+_LNSIM = (
+    "LNSIM (Lu, Xu, Yang, Wang, 'Understanding and Predicting the Memorability of Outdoor "
+    "Natural Scenes', IEEE TIP 29, 2020): 2,000 outdoor natural-scene photos, mean human hit "
+    "rates (scores.txt)"
+)
+register_model(
+    PretrainedModel(
+        name="amnet-lnsim-resnet152",
+        file="amnet-lnsim-resnet152.safetensors",
+        sha256="7cf7abc16baf2a8b2ac87c589ae9927c93d73cfa4ab6f211d0cba1a49edcc9cc",
+        trunk="resnet152",
+        training_data=_LNSIM,
+        licence="head: MIT (amnet); trunk weights: ResMem licence, non-commercial research only",
+        description="ensemble of 3 AMNet heads (T=3) on ImageNet ResNet-152 layer3, LNSIM",
+    )
+)
+register_alias("default", "amnet-lnsim-resnet152")

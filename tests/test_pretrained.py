@@ -1,0 +1,49 @@
+"""The models shipped inside the package: registered, verified, loadable offline, and giving
+the same prediction as when they were accepted (golden values).
+
+Regenerate the golden file after retraining on purpose:
+    AMNET_ACCEPT_GOLDEN=1 .venv/bin/python -m pytest tests/test_pretrained.py
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import amnet
+from amnet.hub import sha256_file
+from amnet.weights import get_model_entry, list_models, resolve_model
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "pretrained.json"
+SHIPPED = [n for n in list_models() if get_model_entry(n).file]
+
+
+def test_the_default_alias_names_a_shipped_model():
+    assert get_model_entry("default").name in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_file_matches_its_sha256_and_size_limit(name):
+    entry = get_model_entry(name)
+    path = resolve_model(name)  # verifies the sha256; never downloads (no URL)
+    assert entry.url is None and sha256_file(path) == entry.sha256
+    assert path.stat().st_size <= 60e6
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_golden_prediction_on_an_example(name):
+    p = amnet.load(name)
+    r = p.predict(EXAMPLES / "chelsea.jpg")
+    got = {"score": r.score, "step_scores": list(r.step_scores)}
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    if os.environ.get("AMNET_ACCEPT_GOLDEN"):
+        golden[name] = got
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
+    assert name in golden, "no golden value: run with AMNET_ACCEPT_GOLDEN=1 once"
+    assert got["score"] == pytest.approx(golden[name]["score"], abs=1e-4)
+    assert got["step_scores"] == pytest.approx(golden[name]["step_scores"], abs=1e-4)
+    assert 0.0 < r.score < 1.0
+    assert r.attention.shape == (len(r.step_scores), 14, 14)
