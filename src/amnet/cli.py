@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import cli_train
+
 # Each subcommand is one function that adds its parser and sets ``func``: add new ones to
 # SUBCOMMANDS (keep the bodies small; the work is done in the library).
 
@@ -186,6 +188,7 @@ def _serve(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS.append(_serve)
+SUBCOMMANDS.extend(cli_train.SUBCOMMANDS)  # cache, train, evaluate, cv
 
 
 def build_parser() -> argparse.ArgumentParser:
