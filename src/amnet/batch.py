@@ -25,6 +25,7 @@ import torch
 
 from .inputs import iter_inputs
 from .predict import Prediction, Predictor
+from .runtime import RunOptions
 from .writers import open_writer, output_format, text
 
 MAX_SHOWN_ERRORS = 10  # failures echoed on stderr; all of them are in the output
@@ -43,6 +44,7 @@ class PredictJob:
     device: str = "cpu"
     recursive: bool = False
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
+    options: RunOptions = RunOptions()  # how the model runs (runtime, bfloat16, compile)
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -106,6 +108,7 @@ def load_predictor(job: PredictJob) -> Predictor:
         device=resolve_device(job.device),
         batch_size=job.batch_size,
         workers=job.workers,
+        options=job.options,
     )
 
 
@@ -129,7 +132,7 @@ def run_predict(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     predictor = load_predictor(job)
-    steps = predictor.head.cfg.steps
+    steps = predictor.steps
     show = job.progress if job.progress is not None else stderr.isatty()
     bar = tqdm(
         unit=" images",

@@ -54,6 +54,7 @@ _PREDICT_EXAMPLES = """examples:
   amnet predict list.txt --maps maps/ --out scores.json   # paths listed one per line
   amnet predict photos/ --model my-model.safetensors --device cuda --batch-size 64
   amnet predict archive.parquet --engine ray --address auto --actors 8 --out scores/
+  amnet predict photos/ --runtime onnx --out scores.csv   # ONNX Runtime (amnet[onnx])
 
 CSV columns: path,score,step_scores,error (step_scores space-separated, error empty when
 scored). Exit status: 0 all scored, 1 some images failed (the rest are still written),
@@ -77,6 +78,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
                    help="image decoding threads (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="cpu", metavar="cpu|cuda")
     p.add_argument("--recursive", action="store_true", help="also look inside sub-folders")
+    _add_speed_options(p)
     _add_ray_options(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -87,7 +89,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
         job = PredictJob(
             tuple(args.paths), model=args.model, out=args.out, maps=args.maps,
             batch_size=args.batch_size, workers=args.workers, device=args.device,
-            recursive=args.recursive,
+            recursive=args.recursive, options=_run_options(args),
         )  # fmt: skip
         try:
             summary = run_predict(job)
@@ -98,6 +100,23 @@ def _predict(sub: argparse._SubParsersAction) -> None:
         return 0 if summary.total and not summary.failed else 1
 
     p.set_defaults(func=run)
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speed (figures in the README's 'Speed' section)")
+    g.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="onnx: ONNX Runtime, needs amnet[onnx]; the model is exported once "
+                   "into the cache (default: %(default)s)")  # fmt: skip
+    g.add_argument("--bfloat16", action="store_true",
+                   help="trunk in bfloat16 (fast only on CPUs/GPUs with bf16 units)")  # fmt: skip
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the trunk (needs a C++ compiler; slow start)")  # fmt: skip
+
+
+def _run_options(args: argparse.Namespace):
+    from .runtime import RunOptions
+
+    return RunOptions(runtime=args.runtime, bfloat16=args.bfloat16, compile=args.compile)
 
 
 def _add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -188,6 +207,45 @@ def _serve(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS.append(_serve)
+
+
+def _export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a model as one ONNX file (needs amnet[onnx])",
+        description="Export trunk + head as one ONNX graph: images (B, 3, S, S) -> score, "
+        "step_scores, attention. The checkpoint's metadata is stored in the file.",
+        epilog="examples:\n  amnet export --onnx amnet.onnx\n"
+        "  amnet export --onnx mine.onnx --model my-model.safetensors\n"
+        "  amnet predict photos/ --model amnet.onnx --out scores.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--model", default="default", metavar="NAME|FILE",
+                   help="registered model or .safetensors file (default: %(default)s)")  # fmt: skip
+    p.add_argument("--no-check", action="store_true",
+                   help="do not compare ONNX Runtime with PyTorch on 2 random images")  # fmt: skip
+
+    def run(args: argparse.Namespace) -> int:
+        from .backbone import get_trunk_spec
+        from .export import export_checkpoint
+        from .weights import read_metadata, resolve_model
+
+        trunk = read_metadata(resolve_model(args.model))["trunk"]
+        try:
+            path, diff = export_checkpoint(args.model, args.onnx, check=not args.no_check)
+        except (ImportError, OSError, RuntimeError) as e:
+            print(f"amnet export: error: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
+        check = "" if diff is None else f"; |score ONNX - torch| <= {diff:.1e}"
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB){check}", file=sys.stderr)
+        print(f"it contains the {trunk} trunk's weights; licence: {get_trunk_spec(trunk).licence}",
+              file=sys.stderr)  # fmt: skip
+        return 0
+
+    p.set_defaults(func=run)
+
+
+SUBCOMMANDS.append(_export)
 SUBCOMMANDS.extend(cli_train.SUBCOMMANDS)  # cache, train, evaluate, cv
 
 

@@ -12,7 +12,8 @@ import torch
 
 from .backbone import Preprocess, Trunk, create_trunk
 from .images import DEFAULT_MAX_PIXELS, ImageLike, batched_images, iter_images
-from .model import AMNetHead
+from .model import AMNetEnsemble, AMNetHead
+from .runtime import Engine, RunOptions, build_engine
 from .weights import load_checkpoint, resolve_model
 
 
@@ -40,14 +41,20 @@ def _name(source: ImageLike) -> str | None:
 class Predictor:
     """A frozen trunk + AMNet head with its preprocessing, ready to score images.
 
+    ``options`` choose how the model runs (:class:`amnet.runtime.RunOptions`; by default
+    BatchNorm is folded into the trunk's convolutions, in place, activations are channels-last
+    and on the CPU the trunk runs on chunks of 8 images). ``engine`` replaces trunk + head
+    altogether (an exported ONNX file: then ``trunk`` and ``head`` are None).
+
     >>> p = amnet.load()                                    # doctest: +SKIP
     >>> [r.score for r in p.predict(["a.jpg", "b.png"])]     # doctest: +SKIP
+    >>> fast = amnet.load(options=RunOptions(runtime="onnx"))  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        trunk: Trunk,
-        head: AMNetHead,
+        trunk: Trunk | None,
+        head: AMNetHead | AMNetEnsemble | None,
         preprocess: Preprocess,
         *,
         meta: dict | None = None,
@@ -55,12 +62,18 @@ class Predictor:
         batch_size: int = 16,
         workers: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        options: RunOptions | None = None,
+        engine: Engine | None = None,
     ) -> None:
         if batch_size < 1 or workers < 0:
             raise ValueError("batch_size must be >= 1 and workers >= 0")
         self.device = torch.device(device)
-        self.trunk = trunk.to(self.device)
-        self.head = head.to(self.device).eval()
+        self.trunk = trunk.to(self.device) if trunk is not None else None
+        self.head = head.to(self.device).eval() if head is not None else None
+        self.options = options or RunOptions()
+        self.engine = engine or build_engine(
+            self.trunk, self.head, self.options, self.device, preprocess.size
+        )
         self.preprocess = preprocess
         self.meta = meta or {}
         self.batch_size = batch_size
@@ -72,18 +85,43 @@ class Predictor:
         cls, name_or_path: str | os.PathLike = "default", *, trunk_weights: str | None = None,
         **kwargs,
     ) -> Predictor:  # fmt: skip
+        if str(name_or_path).endswith(".onnx"):
+            return cls.from_onnx(name_or_path, **kwargs)
         head, meta = load_checkpoint(resolve_model(name_or_path))
         trunk = create_trunk(meta["trunk"], weights=trunk_weights)
         meta["name"] = str(name_or_path)
         return cls(trunk, head, Preprocess.from_dict(meta["preprocess"]), meta=meta, **kwargs)
 
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, **kwargs) -> Predictor:
+        """A Predictor running a file written by ``amnet export --onnx`` in ONNX Runtime."""
+        from .export import onnx_engine, open_session, read_onnx_metadata
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ONNX file not found: {path}")
+        session = open_session(path)
+        meta = read_onnx_metadata(session)
+        if "preprocess" not in meta:
+            raise ValueError(f"{path} was not written by `amnet export --onnx` (no metadata)")
+        meta["name"] = str(path)
+        given = kwargs.pop("options", None)
+        if given is not None and (given.bfloat16 or given.compile):
+            raise ValueError("bfloat16 and compile are torch options; an .onnx model runs in ONNX "
+                             "Runtime")  # fmt: skip
+        kwargs["options"] = RunOptions(runtime="onnx", onnx_file=str(path))
+        engine = onnx_engine(session=session)
+        pp = Preprocess.from_dict(meta["preprocess"])
+        return cls(None, None, pp, meta=meta, engine=engine, **kwargs)
+
+    @property
+    def steps(self) -> int:
+        """T, the number of attention steps of the model."""
+        return self.head.cfg.steps if self.head is not None else int(self.meta["model"]["steps"])
+
     @torch.inference_mode()
     def predict_tensors(self, x: torch.Tensor) -> list[Prediction]:
         """Score a preprocessed batch (B, 3, S, S)."""
-        out = self.head(self.trunk(x.to(self.device)))
-        score = out.score.float().cpu().numpy()
-        steps = out.step_scores.float().cpu().numpy()
-        att = out.attention.float().cpu().numpy()
+        score, steps, att = (t.float().cpu().numpy() for t in self.engine(x))
         return [
             Prediction(None, float(score[i]), tuple(float(s) for s in steps[i]), att[i])
             for i in range(len(score))

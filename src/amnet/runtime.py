@@ -1,0 +1,151 @@
+"""How a Predictor runs its model: memory format, folded BatchNorm, bfloat16, torch.compile,
+or ONNX Runtime. Every option changes speed, never the model: scores agree with the plain
+float32 forward within a small tolerance (tests/test_runtime.py; effect on rho measured on LNSIM
+by benchmarks/options.py, figures in the README's "Speed" section).
+
+An engine is a callable ``images (B, 3, S, S) -> (score (B,), step_scores (B, T),
+attention (B, T, H, W))``; :func:`build_engine` makes one from a trunk and a head."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .model import AMNetEnsemble, AMNetHead
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # score, step_scores, attention
+Engine = Callable[[torch.Tensor], Outputs]
+RUNTIMES = ("torch", "onnx")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Speed options (see the README's "Speed" section for what each one measured).
+
+    ``runtime="onnx"`` runs the exported graph in ONNX Runtime (``pip install amnet[onnx]``);
+    ``onnx_file`` names an exported file, else the model is exported once into the cache."""
+
+    runtime: str = "torch"
+    channels_last: bool = True  # NHWC activations for the trunk's convolutions
+    fold_bn: bool = True  # fold each BatchNorm into the convolution before it (in place)
+    bfloat16: bool = False  # trunk under bfloat16 autocast: fast only on CPUs with bf16 units
+    compile: bool = False  # torch.compile the trunk (inductor; needs a C++ compiler)
+    trunk_batch: int = 8  # on the CPU, the trunk runs on chunks of this many images; 0 = all
+    onnx_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIMES)}")
+        if self.runtime == "onnx" and (self.bfloat16 or self.compile):
+            raise ValueError("bfloat16 and compile are torch options; not with runtime 'onnx'")
+        if self.onnx_file and self.runtime != "onnx":
+            raise ValueError("onnx_file needs runtime 'onnx'")
+        if self.trunk_batch < 0:
+            raise ValueError(f"trunk_batch must be >= 0, got {self.trunk_batch}")
+
+
+def _bn_scale(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with bn(y) == y * scale + shift per channel, in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d into that convolution's
+    weight and bias, and replace it with ``nn.Identity``, in place; returns how many.
+
+    The pairs are found by tracing the module with torch.fx (the module keeps its own forward
+    code); a module that cannot be traced is left as it is (returns 0)."""
+    import torch.fx
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, nn.Conv2d | nn.BatchNorm2d) or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = Tracer().trace(module)
+    except Exception:  # noqa: BLE001 - data-dependent control flow: keep the module as it is
+        return 0
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.args) != 1:
+            continue
+        bn, src = module.get_submodule(node.target), node.args[0]
+        if not isinstance(bn, nn.BatchNorm2d) or bn.training or not bn.track_running_stats:
+            continue
+        if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
+            continue
+        conv = module.get_submodule(src.target)
+        if isinstance(conv, nn.Conv2d) and calls[src.target] == calls[node.target] == 1:
+            pairs.append((src.target, node.target))
+    for conv_name, bn_name in pairs:
+        conv, bn = module.get_submodule(conv_name), module.get_submodule(bn_name)
+        scale, shift = _bn_scale(bn)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+        conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))  # (O, I, kh, kw)
+        conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
+        parent, _, name = bn_name.rpartition(".")
+        setattr(module.get_submodule(parent), name, nn.Identity())
+    return len(pairs)
+
+
+def _outputs(out) -> Outputs:
+    return out.score, out.step_scores, out.attention
+
+
+def torch_engine(
+    trunk: nn.Module, head: AMNetHead | AMNetEnsemble, options: RunOptions,
+    device: torch.device,
+) -> Engine:  # fmt: skip
+    """The trunk and head in PyTorch with ``options`` applied. The trunk is changed in place
+    (folded BatchNorm, channels-last weights); what it computes stays the same."""
+    if options.fold_bn:
+        fold_batchnorm(trunk)
+    fmt = torch.channels_last if options.channels_last else torch.contiguous_format
+    trunk.to(memory_format=fmt)
+    run_trunk: Callable[[torch.Tensor], torch.Tensor] = trunk
+    if options.compile:
+        run_trunk = torch.compile(trunk, options={"freezing": True})
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if options.bfloat16
+        else contextlib.nullcontext
+    )
+
+    # small chunks keep activations in the CPU's caches; a GPU wants whole batches
+    chunk = options.trunk_batch if device.type == "cpu" else 0
+
+    def run(x: torch.Tensor) -> Outputs:
+        x = x.to(device).contiguous(memory_format=fmt)  # (B, 3, S, S)
+        with autocast():
+            parts = [run_trunk(c) for c in (x.split(chunk) if chunk else (x,))]
+        feats = torch.cat(parts) if len(parts) > 1 else parts[0]  # (B, C, S/16, S/16)
+        return _outputs(head(feats.float()))
+
+    return run
+
+
+def build_engine(
+    trunk: nn.Module | None, head: AMNetHead | AMNetEnsemble | None, options: RunOptions,
+    device: torch.device, size: int = 224,
+) -> Engine:  # fmt: skip
+    """An engine for ``options`` and ``size`` x ``size`` inputs; ONNX Runtime exports
+    ``trunk`` + ``head`` into the cache the first time unless ``options.onnx_file`` is given."""
+    if options.runtime == "onnx":
+        from .export import onnx_engine
+
+        if device.type != "cpu":
+            raise ValueError("runtime 'onnx' runs on the CPU; use --device cpu")
+        return onnx_engine(options.onnx_file, trunk, head, size=size)
+    if trunk is None or head is None:
+        raise ValueError("the torch runtime needs a trunk and a head")
+    return torch_engine(trunk, head, options, device)
