@@ -57,6 +57,40 @@ def test_train_evaluate_and_resume(synthetic_dataset, tiny_trunk_name, tmp_path,
     assert m["n"] == 16 and m["failed"] == 0
 
 
+def test_cache_and_train_with_crop_views(synthetic_dataset, tiny_trunk_name, tmp_path, capsys):
+    cache = tmp_path / "c"
+    data = ["--data", "list", "--root", str(synthetic_dataset), "--file",
+            str(synthetic_dataset / "scores.txt"), "--cache-root", str(cache)]  # fmt: skip
+    assert main(["cache", *data, "--trunk", tiny_trunk_name, "--crops", "2"]) == 0
+    assert "160 images cached" in capsys.readouterr().out
+    for view in ("orig", "flip", "crop0", "crop1"):
+        (folder,) = cache.glob(f"{tiny_trunk_name}-{view}-*")
+        assert len(list(folder.glob("*/*.npy"))) == 160, view
+    assert not list(cache.glob(f"{tiny_trunk_name}-crop2-*"))
+    out = tmp_path / "run"
+    args = ["train", *data, "--trunk", tiny_trunk_name, "--out", str(out), "--crops", "2",
+            "--no-flip", *FAST]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "features crop1: 160 cached, 0 computed" in err and "features flip" not in err
+    job = json.loads((out / "config.json").read_text())
+    assert job["crops"] == 2 and job["flip"] is False
+    assert read_metadata(out / "best.safetensors")["training"]["job"]["crops"] == 2
+    assert main(["train", *data, "--out", str(out), "--crops", "11"]) == 2
+    assert "crops must be in 0..10" in capsys.readouterr().err
+
+
+def test_cv_records_crops(isola_root, tiny_trunk_name, tmp_path):
+    out = tmp_path / "cv"
+    args = ["cv", "--protocol", "lnsim25", "--root", str(isola_root), "--out", str(out),
+            "--splits", "1", "--variants", "amnet,ridge", "--crops", "1", "--trunk",
+            tiny_trunk_name, "--cache-root", str(tmp_path / "c"), *FAST]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["crops"] == 1
+    assert len(list((tmp_path / "c").glob(f"{tiny_trunk_name}-crop0-*"))) == 1
+    assert len(list(csv.DictReader(open(out / "results.csv")))) == 2
+
+
 def test_cv_lnsim25_layout_with_ablations(isola_root, tiny_trunk_name, tmp_path, capsys):
     out = tmp_path / "cv"
     args = ["cv", "--protocol", "lnsim25", "--root", str(isola_root), "--out", str(out),

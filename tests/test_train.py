@@ -1,8 +1,10 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from amnet.cache import FeatureStore
+from amnet.cache import FeatureSet, FeatureStore
 from amnet.data import DataConfig, load_records, random_split, read_split_file
 from amnet.metrics import spearman
 from amnet.model import AMNetConfig
@@ -13,14 +15,21 @@ TRAIN = TrainConfig(epochs=12, batch_size=16, lr=3e-3, patience=12)
 
 
 @pytest.fixture(scope="module")
-def sets(synthetic_dataset, tiny_trunk_name, tmp_path_factory):
+def crop_sets(synthetic_dataset, tiny_trunk_name, tmp_path_factory):
+    """(train, val, test) with the views orig, flip, crop0, crop1."""
     recs = read_split_file(synthetic_dataset / "scores.txt", synthetic_dataset / "images")
-    store = FeatureStore(tiny_trunk_name, [r.path for r in recs], flip=True,
+    store = FeatureStore(tiny_trunk_name, [r.path for r in recs], flip=True, crops=2,
                          root=tmp_path_factory.mktemp("cache"), log=lambda m: None)  # fmt: skip
     data = store.featureset(recs)
     rest, test = random_split(len(data), 0.75, seed=0)
     tr, va = random_split(len(rest), 0.8, seed=1)
     return data.subset(rest[tr]), data.subset(rest[va]), data.subset(test)
+
+
+@pytest.fixture(scope="module")
+def sets(crop_sets):
+    """(train, val, test) with the views orig and flip."""
+    return tuple(d.tta_only() for d in crop_sets)
 
 
 def test_learns_a_learnable_function(sets):
@@ -51,6 +60,37 @@ def test_kill_and_resume_gives_the_same_result(sets, tmp_path):
                          strict=True):  # fmt: skip
         assert torch.equal(a, b), k
     assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 6
+
+
+def test_training_draws_crop_views_and_resumes_exactly(crop_sets, sets, tmp_path):
+    train, val, _ = crop_sets
+    assert len(train.views) == 4 and train.n_tta == 2
+    tc = TrainConfig(epochs=3, batch_size=16, lr=3e-3)
+    full = fit(MODEL, tc, train, val, out_dir=tmp_path / "a", progress=False)
+    fit(MODEL, tc, train, val, out_dir=tmp_path / "b", progress=False, stop_after=2)
+    resumed = fit(MODEL, tc, train, val, out_dir=tmp_path / "b", resume=True, progress=False)
+    assert len(resumed.history) == 3 and resumed.best_epoch == full.best_epoch
+    for (k, a), b in zip(full.head.state_dict().items(), resumed.head.state_dict().values(),
+                         strict=True):  # fmt: skip
+        assert torch.equal(a, b), k
+    # the crops change training; without them (or with augment_crops off) nothing changes
+    plain = fit(MODEL, tc, sets[0], sets[1], progress=False)
+    off = fit(MODEL, dataclasses.replace(tc, augment_crops=False), train, val, progress=False)
+    a, b, c = (r.head.state_dict() for r in (full, plain, off))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(b[k], c[k]) for k in b)
+    assert [h["val_rho"] for h in off.history] == [h["val_rho"] for h in plain.history]
+
+
+def test_test_time_averaging_ignores_crop_views(crop_sets):
+    train, val, test = crop_sets
+    head = fit(MODEL, TrainConfig(epochs=1, batch_size=16), train, val, progress=False).head
+    per_view = [predict_features(head, FeatureSet([v], test.targets)) for v in test.views]
+    pred = predict_features(head, test)
+    np.testing.assert_allclose(pred, (per_view[0] + per_view[1]) / 2, rtol=1e-12)
+    assert np.array_equal(pred, predict_features(head, test.tta_only()))
+    assert not np.allclose(pred, np.mean(per_view, axis=0))  # the crops would have changed it
+    assert np.array_equal(predict_features(head, test, tta=False), per_view[0])
 
 
 def test_same_results_with_and_without_the_cache(synthetic_dataset, tiny_trunk_name, tmp_path):

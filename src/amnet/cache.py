@@ -1,9 +1,14 @@
 """Feature cache: the frozen trunk runs once per image and view, never once per epoch.
 
 Entries are keyed on everything that changes the features — trunk name, weights sha256, cut
-point, preprocessing, view and the cache format version (the folder) — and on the image's
-content (sha1 of the file bytes, the file name inside it). Each entry is one float16 ``.npy``
-file, written atomically, so a killed build resumes where it stopped; reads are memory-mapped.
+point, preprocessing, view (and a crop view's geometry) and the cache format version (the
+folder) — and on the image's content (sha1 of the file bytes, the file name inside it). Each
+entry is one float16 ``.npy`` file, written atomically, so a killed build resumes where it
+stopped; reads are memory-mapped.
+
+Views of the preprocessed image: "orig"; "flip", its mirror image; "crop0".."crop9", crops of
+7/8 of each side anchored at a corner or the centre and resized back to the input size (the
+training augmentation of issue 3, never averaged at test time; see ``apply_view``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import hub
 from .backbone import Preprocess, Trunk, create_trunk, get_trunk_spec, resolve_weights
@@ -26,7 +32,13 @@ from .data import Record
 from .images import batched_images, iter_images
 
 CACHE_VERSION = 1
-VIEWS = ("orig", "flip")
+TTA_VIEWS = ("orig", "flip")  # the views averaged at test time
+CROP_SIDE = 0.875  # a crop view keeps 7/8 of each side of the preprocessed image
+# where crop k sits in the slack (top, left) as fractions; crop k + 5 is crop k mirrored. The
+# order spreads any first N crops over the image: top-left, bottom-right, top-right, ...
+CROP_ANCHORS = ((0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.5, 0.5))
+CROP_VIEWS = tuple(f"crop{k}" for k in range(2 * len(CROP_ANCHORS)))
+VIEWS = TTA_VIEWS + CROP_VIEWS
 _CONTENT: dict[tuple[str, int, int], str] = {}
 
 
@@ -51,6 +63,36 @@ def trunk_identity(trunk: Trunk) -> str:
     return h.hexdigest()
 
 
+def crop_geometry(view: str) -> dict | None:
+    """Where a crop view comes from (part of its cache key); None for "orig" and "flip"."""
+    if view not in CROP_VIEWS:
+        return None
+    k = int(view.removeprefix("crop"))
+    top, left = CROP_ANCHORS[k % len(CROP_ANCHORS)]
+    return {"side": CROP_SIDE, "top": top, "left": left, "mirror": k >= len(CROP_ANCHORS),
+            "resize": "bilinear, antialias"}  # fmt: skip
+
+
+def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
+    """One view of preprocessed images (B, 3, H, W) -> (B, 3, H, W): "orig" as it is, "flip"
+    mirrored left-right, "cropK" a crop of ``CROP_SIDE`` of each side placed by
+    ``CROP_ANCHORS[K % 5]`` in the slack, resized back to (H, W) (bilinear, antialiased) and
+    mirrored for K >= 5."""
+    if view == "orig":
+        return x
+    if view == "flip":
+        return x.flip(-1)
+    geo = crop_geometry(view)
+    if geo is None:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    H, W = x.shape[-2:]
+    h, w = round(H * CROP_SIDE), round(W * CROP_SIDE)
+    top, left = round((H - h) * geo["top"]), round((W - w) * geo["left"])
+    x = x[..., top : top + h, left : left + w]  # (B, 3, h, w)
+    x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
+    return x.flip(-1) if geo["mirror"] else x  # (B, 3, H, W)
+
+
 @torch.inference_mode()
 def extract(
     trunk: Trunk, pp: Preprocess, paths: Sequence[str | os.PathLike], *, view: str = "orig",
@@ -70,9 +112,7 @@ def extract(
         ok = [item for item in batch if item.error is None]
         feats = iter(())
         if ok:
-            x = torch.stack([i.tensor for i in ok])  # (B, 3, S, S)
-            if view == "flip":
-                x = x.flip(-1)
+            x = apply_view(torch.stack([i.tensor for i in ok]), view)  # (B, 3, S, S)
             feats = iter(trunk(x).to(torch.float16).numpy())  # (B, C, H, W)
         for item in batch:
             if item.error is None:
@@ -103,6 +143,8 @@ class FeatureCache:
             "preprocess": preprocess.to_dict(),
             "view": view,
         }
+        if view in CROP_VIEWS:  # orig and flip keep the key they always had
+            self.key["crop"] = crop_geometry(view)
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = Path(root or hub.cache_dir() / "features") / f"{trunk.name}-{view}-{digest}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -150,42 +192,57 @@ class FeatureCache:
 
 @dataclass
 class FeatureSet:
-    """Cached trunk features of N images: one (N, C, H, W) array per view (view 0 is the
-    original image, view 1 if present its mirror image), and targets in [0, 1]."""
+    """Cached trunk features of N images: one (N, C, H, W) array per view, and targets in
+    [0, 1]. The first ``n_tta`` views are the test-time views (view 0 the original image,
+    view 1 if present its mirror image); views after them (crops) are for training only."""
 
     views: list[np.ndarray]
     targets: np.ndarray
     ids: list[str] = field(default_factory=list)
+    n_tta: int | None = None  # None: every view is a test-time view
 
     def __post_init__(self) -> None:
         n = len(self.targets)
         if not self.views or any(len(v) != n for v in self.views):
             raise ValueError("every view must hold one feature map per target")
+        if self.n_tta is None:
+            self.n_tta = len(self.views)
+        if not 1 <= self.n_tta <= len(self.views):
+            raise ValueError(f"n_tta must be in 1..{len(self.views)}, got {self.n_tta}")
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def subset(self, idx: np.ndarray) -> FeatureSet:
         ids = [self.ids[i] for i in idx] if self.ids else []
-        return FeatureSet([v[idx] for v in self.views], self.targets[idx], ids)
+        return FeatureSet([v[idx] for v in self.views], self.targets[idx], ids, self.n_tta)
+
+    def tta_only(self) -> FeatureSet:
+        """The same images with the test-time views only (no crops)."""
+        return FeatureSet(self.views[: self.n_tta], self.targets, self.ids, self.n_tta)
 
 
 class FeatureStore:
-    """The features of a set of images for every view, in memory, indexed by path. With
-    ``cache=True`` they come from (and missing ones go to) the on-disk FeatureCache;
-    with ``cache=False`` the trunk runs directly — the results are identical."""
+    """The features of a set of images for every view, in memory, indexed by path: "orig",
+    "flip" (with ``flip``), then "crop0".."crop{crops-1}". With ``cache=True`` they come from
+    (and missing ones go to) the on-disk FeatureCache; with ``cache=False`` the trunk runs
+    directly — the results are identical."""
 
     def __init__(
         self, trunk_name: str, paths: Sequence[str | os.PathLike], *, flip: bool = True,
-        cache: bool = True, root: str | os.PathLike | None = None, log=print,
+        crops: int = 0, cache: bool = True, root: str | os.PathLike | None = None, log=print,
         batch_size: int = 16, workers: int = 2,
     ) -> None:  # fmt: skip
+        if not 0 <= crops <= len(CROP_VIEWS):
+            raise ValueError(f"crops must be in 0..{len(CROP_VIEWS)}, got {crops}")
         trunk = create_trunk(trunk_name)
         pp = get_trunk_spec(trunk_name).preprocess
+        self.names = TTA_VIEWS[: 2 if flip else 1] + CROP_VIEWS[:crops]
+        self.n_tta = 2 if flip else 1
         self.views: list[np.ndarray] = []
         self.errors: dict[str, str] = {}
         self.seconds_building = 0.0
-        for view in ("orig", "flip") if flip else ("orig",):
+        for view in self.names:
             t0 = time.time()
             if cache:
                 fc = FeatureCache(trunk, pp, view=view, root=root)
@@ -214,4 +271,5 @@ class FeatureStore:
         keep = [r for r in records if os.fspath(r.path) in self.index]
         idx = np.array([self.index[os.fspath(r.path)] for r in keep], dtype=np.int64)
         targets = np.array([r.score for r in keep], dtype=np.float64)
-        return FeatureSet([v[idx] for v in self.views], targets, [r.image_id for r in keep])
+        ids = [r.image_id for r in keep]
+        return FeatureSet([v[idx] for v in self.views], targets, ids, self.n_tta)

@@ -13,11 +13,16 @@ EXAMPLES_TRAIN = """examples:
   amnet train --data list --root ../shared/datasets/lnsim \\
       --file ../shared/datasets/lnsim/scores.txt --out runs/all --epochs 20
   amnet train --config my.json --resume         # continue a killed run
+  amnet train --data isola --root ../shared/datasets/lnsim --out runs/crops --crops 4
 """
 EXAMPLES_CV = """examples:
   amnet cv --protocol lnsim25 --root ../shared/datasets/lnsim --out runs/cv
   amnet cv --protocol lamem5 --root ~/data/lamem --splits 0,1 --variants amnet,ridge --out cv
 """
+CROPS_HELP = (
+    "also cache N crop views (0-10: 7/8 of each side at the corners and centre, then "
+    "mirrored) for training; never used when predicting (default 0)"
+)
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -90,6 +95,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--att-weight", type=float, help="attention regulariser weight")
     g.add_argument("--seed", type=int)
     g.add_argument("--no-flip", action="store_true", help="no mirrored views (augment / TTA)")
+    g.add_argument("--crops", type=int, metavar="N", help=CROPS_HELP)
 
 
 def _model_train_configs(args, model, train):
@@ -114,12 +120,13 @@ def _cache(sub) -> None:
     p = sub.add_parser(
         "cache",
         help="build the trunk feature cache for a dataset",
-        description="Run the frozen trunk once per image (and mirrored view) "
+        description="Run the frozen trunk once per image (and mirrored and crop view) "
         "and store the feature maps; training reuses them.",
     )
     _add_data_args(p)
     p.add_argument("--trunk", default="resnet152")
     p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--crops", type=int, default=0, metavar="N", help=CROPS_HELP)
     p.add_argument("--cache-root", help="cache folder (default: $AMNET_HOME/features)")
 
     def run(args) -> int:
@@ -133,6 +140,7 @@ def _cache(sub) -> None:
             args.trunk,
             paths,
             flip=not args.no_flip,
+            crops=args.crops,
             root=args.cache_root,
             log=lambda m: print(m, file=sys.stderr),
         )
@@ -184,6 +192,8 @@ def _train(sub) -> None:
             changes["cache"] = False
         if args.no_flip:
             changes["flip"] = False
+        if args.crops is not None:
+            changes["crops"] = args.crops
         if args.half:
             changes["half"] = True
         run_train(dataclasses.replace(job, **changes))
@@ -277,6 +287,7 @@ def _cv(sub) -> None:
             model=model,
             train=train,
             flip=not args.no_flip,
+            crops=args.crops or 0,
             cache_root=args.cache_root,
         )
         rows = run_cv(cfg)

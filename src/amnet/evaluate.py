@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import hub
-from .cache import FeatureSet, FeatureStore
+from .cache import CROP_VIEWS, FeatureSet, FeatureStore
 from .data import DataConfig, load_records
 from .metrics import mse, spearman
 from .model import AMNetConfig
@@ -42,6 +42,7 @@ class CVConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
     flip: bool = True  # cache the mirrored view (training augmentation and test-time flip)
+    crops: int = 0  # cache this many crop views (training augmentation only)
     cache_root: str | None = None
 
     def __post_init__(self) -> None:
@@ -53,6 +54,8 @@ class CVConfig:
         n = PROTOCOLS[self.protocol][1]
         if self.splits is not None and any(not 0 <= s < n for s in self.splits):
             raise ValueError(f"{self.protocol} has splits 0..{n - 1}")
+        if not 0 <= self.crops <= len(CROP_VIEWS):
+            raise ValueError(f"crops must be in 0..{len(CROP_VIEWS)}, got {self.crops}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -62,10 +65,12 @@ class CVConfig:
 
 
 def ridge_floor(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> np.ndarray:
-    """Ridge regression on globally pooled trunk features, alpha chosen on validation rho."""
+    """Ridge regression on globally pooled trunk features (averaged over the test-time views,
+    never the crops), alpha chosen on validation rho."""
 
     def pooled(d: FeatureSet) -> np.ndarray:
-        return np.mean([v.astype(np.float32).mean((2, 3)) for v in d.views], axis=0)
+        views = d.views[: d.n_tta]
+        return np.mean([v.astype(np.float32).mean((2, 3)) for v in views], axis=0)
 
     Xtr, Xva, Xte = pooled(train), pooled(val), pooled(test)
     mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
@@ -157,7 +162,9 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
         if test_ids & {r.image_id for r in s["train"] + s["val"]}:
             raise RuntimeError(f"split {k}: test images in the training/validation part")
     paths = sorted({r.path for s in sets.values() for p in s.values() for r in p})
-    store = FeatureStore(cfg.trunk, paths, flip=cfg.flip, root=cfg.cache_root, log=log)
+    store = FeatureStore(
+        cfg.trunk, paths, flip=cfg.flip, crops=cfg.crops, root=cfg.cache_root, log=log
+    )
     if store.errors:
         log(f"{len(store.errors)} images could not be read and were left out")
     rows = _read_results(out / "results.csv")

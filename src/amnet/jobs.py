@@ -15,7 +15,7 @@ import numpy as np
 
 from . import hub
 from .backbone import get_trunk_spec
-from .cache import FeatureStore
+from .cache import CROP_VIEWS, FeatureStore
 from .data import DataConfig, load_records
 from .metrics import mse, spearman, spearman_amnet
 from .model import AMNetConfig
@@ -31,10 +31,15 @@ class TrainJob:
     model: AMNetConfig = field(default_factory=AMNetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     flip: bool = True  # cache mirrored views: augmentation and test-time flip
+    crops: int = 0  # cache this many crop views: augmentation only (see amnet.cache)
     cache: bool = True
     cache_root: str | None = None
     resume: bool = False
     half: bool = False  # store the final checkpoint in float16
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crops <= len(CROP_VIEWS):
+            raise ValueError(f"crops must be in 0..{len(CROP_VIEWS)}, got {self.crops}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -68,6 +73,7 @@ def run_train(job: TrainJob, log=_log):
         job.trunk,
         sorted({r.path for r in train_r + val_r}),
         flip=job.flip,
+        crops=job.crops,
         cache=job.cache,
         root=job.cache_root,
         log=log,

@@ -36,6 +36,7 @@ class TrainConfig:
     patience: int = 8  # epochs without a better validation rho before stopping
     seed: int = 0
     augment_flip: bool = True  # train on the flipped view too, when it is cached
+    augment_crops: bool = True  # train on the crop views too, when they are cached
     tta_flip: bool = True  # average the original and flipped views when predicting
 
     def __post_init__(self) -> None:
@@ -83,11 +84,12 @@ def predict_features(
     head: AMNetHead, data: FeatureSet, *, batch_size: int = 128, tta: bool = True,
     reduced: bool = False,
 ) -> np.ndarray:  # fmt: skip
-    """Scores (N,) on the [0, 1] scale, averaged over the cached views when ``tta``.
+    """Scores (N,) on the [0, 1] scale, averaged over the test-time views (original and
+    mirror image, never the crops) when ``tta``, else of the original view alone.
     ``reduced``: the features already went through the head's fixed reduction."""
     head.eval()
     forward = head.forward_reduced if reduced else head
-    views = data.views if tta else data.views[:1]
+    views = data.views[: data.n_tta] if tta else data.views[:1]
     out = np.zeros(len(data), np.float64)
     for v in views:
         for i in range(0, len(data), batch_size):
@@ -126,7 +128,7 @@ def reduce_features(head: AMNetHead, data: FeatureSet, batch_size: int = 256) ->
             for i in range(0, len(v), batch_size)
         ]
         views.append(torch.cat(parts).numpy())
-    return FeatureSet(views, data.targets, data.ids)
+    return FeatureSet(views, data.targets, data.ids, data.n_tta)
 
 
 def _lr(tc: TrainConfig, epoch: int) -> float:
@@ -176,9 +178,14 @@ def fit(
 
     With ``out_dir``, writes ``last.state.safetensors`` (full training state) after every
     epoch and a CSV log; ``resume=True`` continues from it and ends exactly as an
-    uninterrupted run would. ``stop_after`` ends after that many epochs (to simulate a kill)."""
+    uninterrupted run would. ``stop_after`` ends after that many epochs (to simulate a kill).
+    Each sample is drawn from a random view every epoch: the original, its mirror image
+    (``augment_flip``) and the crops (``augment_crops``), as far as ``train`` holds them."""
     if len(train) < 2 or len(val) < 2:
         raise ValueError("training and validation sets need at least 2 images each")
+    val = val.tta_only()  # crops are never used for validation
+    if not tc.augment_crops:
+        train = train.tta_only()
     mean = float(np.mean(train.targets))
     scale = 1.0 / max(float(np.std(train.targets)), 1e-3)
     cfg = dataclasses.replace(model_cfg, target_mean=mean, target_scale=scale)
@@ -197,7 +204,9 @@ def fit(
         meta, best_state = _load_state(state_path, head, opt)
         history, best_rho, best_epoch = meta["history"], meta["best_rho"], meta["best_epoch"]
         start = meta["epoch"] + 1
-    n_views = len(train.views) if tc.augment_flip else 1
+    # the views a sample may be drawn from: original, mirror image, crops
+    pool = torch.tensor([0, *range(1, train.n_tta if tc.augment_flip else 1),
+                         *range(train.n_tta, len(train.views))])  # fmt: skip
     targets = torch.from_numpy(train.targets.astype(np.float32))
     show = sys.stderr.isatty() if progress is None else progress
     for epoch in range(start, tc.epochs):
@@ -211,7 +220,7 @@ def fit(
             g["lr"] = lr
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
         order = torch.randperm(len(train), generator=gen)
-        view_of = torch.randint(n_views, (len(train),), generator=gen)
+        view_of = pool[torch.randint(len(pool), (len(train),), generator=gen)]
         head.train()
         total, seen = 0.0, 0
         batches = range(0, len(train), tc.batch_size)
