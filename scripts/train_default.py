@@ -1,12 +1,15 @@
 """Train the shipped default model: an ensemble of AMNet heads on all LNSIM images.
 
-    python scripts/train_default.py --trunk resnet152 --members 5
-    python scripts/train_default.py --trunk efficientnet_lite2 --members 5
+    python scripts/train_default.py --trunk resnet152 --members 3
+    python scripts/train_default.py --trunk efficientnet_lite2 --members 3
 
 Each member trains on all images (targets: scores.txt) minus its own validation tenth (a
 different seeded tenth per member, used only for epoch selection), with the configuration
-chosen by the lnsim25 cross-validation (configs/lnsim25-cpu.json). The heads are saved
-together, in float16, as src/amnet/pretrained/amnet-lnsim-<trunk>.safetensors."""
+chosen by the lnsim25 cross-validation (configs/lnsim25-cpu.json), on the original and mirrored
+views. With ``--prior-mix m`` (default 0.5, the lnsim25 `amnet+ridge` recipe) a ridge prior on
+the pooled map, fitted on all images with its penalty chosen by leave-one-out, is blended in.
+The heads are saved together, in float16, as
+src/amnet/pretrained/amnet-lnsim-<trunk>.safetensors."""
 
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ import time
 from pathlib import Path
 
 from amnet.backbone import get_trunk_spec
-from amnet.data import DataConfig
+from amnet.cache import FeatureStore
+from amnet.data import DataConfig, read_split_file
 from amnet.hub import sha256_file
 from amnet.jobs import TrainJob, run_train
 from amnet.model import AMNetConfig, AMNetEnsemble
+from amnet.ridge import fit_prior
 from amnet.train import TrainConfig
 from amnet.weights import save_checkpoint
 
@@ -35,6 +40,7 @@ def main() -> None:
     ap.add_argument("--root", default=str(LNSIM))
     ap.add_argument("--work", default=str(ROOT / "runs" / "default"))
     ap.add_argument("--no-flip", action="store_true")
+    ap.add_argument("--prior-mix", type=float, default=0.5, help="0: the AMNet heads alone")
     ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
     args = ap.parse_args()
     cfg = json.loads(Path(args.config).read_text())
@@ -58,6 +64,13 @@ def main() -> None:
         heads.append(res.head)
         val_rhos.append(res.best_rho)
     metrics = {"member_val_rho": val_rhos}
+    prior = None
+    if args.prior_mix:
+        root = Path(args.root)
+        records = read_split_file(root / "scores.txt", root / "images")  # every image
+        store = FeatureStore(args.trunk, sorted({r.path for r in records}), flip=not args.no_flip)
+        prior, loo_rho = fit_prior(store.featureset(records))
+        metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
 
@@ -75,10 +88,16 @@ def main() -> None:
         "members": args.members,
         "config": cfg,
         "flip_augmentation": not args.no_flip,
+        "prior_mix": args.prior_mix,
         "script": "scripts/train_default.py",
     }
     save_checkpoint(
-        out, AMNetEnsemble(heads), trunk=args.trunk, training=training, metrics=metrics, half=True
+        out,
+        AMNetEnsemble(heads, prior, args.prior_mix if prior else 0.0),
+        trunk=args.trunk,
+        training=training,
+        metrics=metrics,
+        half=True,
     )
     print(f"{out} ({out.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(out)}")
     print(f"member validation rho: {[round(r, 3) for r in val_rhos]}; {time.time() - t0:.0f}s")

@@ -98,8 +98,9 @@ def test_cv_lnsim25_layout_with_ablations(isola_root, tiny_trunk_name, tmp_path,
             *FAST]  # fmt: skip
     assert main(args) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert {r["model"] for r in rows} == {"amnet", "amnet-noatt", "amnet-T1", "amnet-T5", "ridge"}
-    assert sorted({int(r["split"]) for r in rows}) == [0, 3] and len(rows) == 10
+    assert {r["model"] for r in rows} == {"amnet", "amnet-noatt", "amnet-T1", "amnet-T5",
+                                          "amnet+ridge", "ridge"}  # fmt: skip
+    assert sorted({int(r["split"]) for r in rows}) == [0, 3] and len(rows) == 12
     assert all(-1 <= float(r["rho"]) <= 1 and float(r["mse"]) >= 0 for r in rows)
     assert "| amnet |" in (out / "results.md").read_text()
     assert "amnet " in capsys.readouterr().out
@@ -107,6 +108,44 @@ def test_cv_lnsim25_layout_with_ablations(isola_root, tiny_trunk_name, tmp_path,
     before = (out / "results.csv").read_text()
     assert main(args) == 0
     assert (out / "results.csv").read_text() == before
+
+
+def test_amnet_plus_ridge_averages_the_amnet_head_with_the_prior(
+    isola_root, tiny_trunk_name, tmp_path, monkeypatch
+):
+    from amnet import evaluate
+    from amnet.cache import FeatureStore
+    from amnet.evaluate import CVConfig, _data_config
+    from amnet.model import AMNetConfig
+    from amnet.ridge import fit_prior, predict_prior
+    from amnet.train import TrainConfig
+
+    calls = []
+    real_fit = evaluate.fit
+    monkeypatch.setattr(evaluate, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    cfg = CVConfig("lnsim25", str(isola_root), str(tmp_path / "cv"), splits=(0,),
+                   trunk=tiny_trunk_name, variants=("amnet", "amnet+ridge"),
+                   cache_root=str(tmp_path / "c"),
+                   model=AMNetConfig(in_channels=16, proj_dim=8, att_dim=4, hidden_size=8,
+                                     fc_dim=8), train=TrainConfig(epochs=2))  # fmt: skip
+    evaluate.run_cv(cfg, log=lambda m: None)
+    assert len(calls) == 1  # amnet+ridge reuses the amnet head of the same split
+
+    def preds(name):
+        rows = csv.DictReader(open(tmp_path / "cv" / "predictions" / f"{name}-split0.csv"))
+        return {r["image"]: (float(r["target"]), float(r["prediction"])) for r in rows}
+
+    amnet, blend = preds("amnet"), preds("amnet+ridge")
+    assert amnet.keys() == blend.keys() and len(amnet) >= 15
+    # recompute the prior independently: blend = (amnet + prior) / 2
+    recs = {p: evaluate.load_records(_data_config(cfg, 0), p) for p in ("train", "val", "test")}
+    store = FeatureStore(tiny_trunk_name, sorted({r.path for v in recs.values() for r in v}),
+                         root=tmp_path / "c", log=lambda m: None)  # fmt: skip
+    prior, _ = fit_prior(store.featureset(recs["train"]), store.featureset(recs["val"]))
+    test = store.featureset(recs["test"])
+    expected = (np.array([amnet[i][1] for i in test.ids]) + predict_prior(prior, test)) / 2
+    np.testing.assert_allclose([blend[i][1] for i in test.ids], expected, atol=2e-6)
+    assert np.abs(expected - [amnet[i][1] for i in test.ids]).max() > 1e-4
 
 
 def test_usage_errors_exit_2(capsys):

@@ -82,3 +82,33 @@ def test_ensemble_averages_heads_and_round_trips(tmp_path):
     loaded, meta = load_checkpoint(path)
     assert isinstance(loaded, AMNetEnsemble) and len(meta["ensemble"]) == 3
     torch.testing.assert_close(loaded(x).score, out.score, rtol=0, atol=0)
+
+
+def test_ensemble_with_a_linear_prior_blends_scores_not_attention(tmp_path):
+    from conftest import _tiny_spec
+
+    from amnet.model import AMNetEnsemble, LinearPrior
+    from amnet.weights import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = AMNetConfig(**{**CFG.to_dict(), "in_channels": 16})
+    heads = [AMNetHead(cfg).eval() for _ in range(2)]
+    prior = LinearPrior(16)
+    prior.weight.normal_()
+    prior.bias.fill_(0.3)
+    ens = AMNetEnsemble(heads, prior, 0.25).eval()
+    x = torch.randn(4, 16, 14, 14)
+    plain = AMNetEnsemble(heads).eval()(x)
+    p = x.mean((2, 3)) @ prior.weight + 0.3  # (B,)
+    out = ens(x)
+    torch.testing.assert_close(out.score, 0.75 * plain.score + 0.25 * p)
+    torch.testing.assert_close(out.step_scores, 0.75 * plain.step_scores + 0.25 * p[:, None])
+    torch.testing.assert_close(out.attention, plain.attention)
+    path = save_checkpoint(tmp_path / "p.safetensors", ens, trunk=_tiny_spec().name, half=True)
+    loaded, meta = load_checkpoint(path)
+    assert meta["prior_mix"] == 0.25 and loaded.prior is not None
+    torch.testing.assert_close(loaded.prior.bias, prior.bias, rtol=0, atol=0)  # kept float32
+    with pytest.raises(ValueError, match="prior"):
+        AMNetEnsemble(heads, prior, 0.0)
+    with pytest.raises(ValueError, match="prior"):
+        AMNetEnsemble(heads, None, 0.5)

@@ -18,6 +18,7 @@ from .cache import CROP_VIEWS, FeatureSet, FeatureStore
 from .data import DataConfig, load_records
 from .metrics import mse, spearman
 from .model import AMNetConfig
+from .ridge import fit_prior, predict_prior
 from .train import TrainConfig, fit, predict_features
 
 PROTOCOLS = {"lamem5": ("lamem", 5, 1), "sun25": ("sun", 25, 1), "lnsim25": ("isola", 25, 0)}
@@ -26,8 +27,10 @@ VARIANTS = {  # name -> changes to the AMNet configuration (None: ridge floor)
     "amnet-noatt": {"attention": False},
     "amnet-T1": {"steps": 1},
     "amnet-T5": {"steps": 5},
+    "amnet+ridge": {},  # the amnet heads averaged with a ridge prior (PRIOR_MIX)
     "ridge": None,
 }
+PRIOR_MIX = {"amnet+ridge": 0.5}  # weight of the linear prior (amnet.ridge) in the score
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,16 @@ def write_results(out: Path, rows: list[dict]) -> None:
         f.write(markdown_table(rows))
 
 
+def write_predictions(path: Path, test: FeatureSet, pred: np.ndarray) -> None:
+    """One model's test predictions on one split (image,target,prediction), so that models
+    can be compared image by image, blended or re-scored later."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with hub.atomic_write(path, "w") as f:
+        f.write("image,target,prediction\n")
+        f.writelines(f"{i},{t:.6f},{p:.6f}\n" for i, t, p in zip(test.ids, test.targets, pred,
+                                                                strict=True))  # fmt: skip
+
+
 def summarise(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -171,6 +184,7 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
     done = {(r["model"], int(r["split"])) for r in rows}
     for k in splits:
         train, val, test = (store.featureset(sets[k][p]) for p in ("train", "val", "test"))
+        heads: dict[AMNetConfig, np.ndarray] = {}  # test predictions of the heads trained so far
         for name in cfg.variants:
             if (name, k) in done:
                 continue
@@ -180,14 +194,17 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
                 pred = ridge_floor(train, val, test)
             else:
                 mcfg = dataclasses.replace(cfg.model, **change)
-                res = fit(
-                    mcfg,
-                    dataclasses.replace(cfg.train, seed=cfg.train.seed + k),
-                    train,
-                    val,
-                    progress=False,
-                )
-                pred = predict_features(res.head, test, tta=cfg.train.tta_flip)
+                if mcfg not in heads:  # amnet and amnet+ridge share one trained head
+                    tc = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
+                    res = fit(mcfg, tc, train, val, progress=False)
+                    heads[mcfg] = predict_features(res.head, test, tta=tc.tta_flip)
+                pred = heads[mcfg]
+                mix = PRIOR_MIX.get(name, 0.0)
+                if mix:
+                    prior, _ = fit_prior(train, val)
+                    seen = test if cfg.train.tta_flip else FeatureSet(test.views[:1], test.targets)
+                    pred = (1 - mix) * pred + mix * predict_prior(prior, seen)
+            write_predictions(out / "predictions" / f"{name}-split{k}.csv", test, pred)
             row = {
                 "model": name,
                 "split": k,

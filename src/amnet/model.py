@@ -174,19 +174,48 @@ class AMNet(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
+class LinearPrior(nn.Module):
+    """A linear score on the globally pooled trunk map (B, C, H, W) -> (B,), on the [0, 1]
+    scale: ``mean_hw(x) . weight + bias``. Its tensors are set by fitting (ridge regression,
+    ``amnet.ridge.fit_prior``), never by gradient descent."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(channels))  # (C,)
+        self.register_buffer("bias", torch.zeros(()))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats.mean(dim=(2, 3)) @ self.weight + self.bias  # (B, C) @ (C,) -> (B,)
+
+
 class AMNetEnsemble(nn.Module):
     """Several AMNet heads on the same features; scores, step scores and attention maps are
-    averaged (each averaged map still sums to 1)."""
+    averaged (each averaged map still sums to 1). With a ``prior`` (a linear score on the
+    pooled map), scores and step scores become ``(1 - prior_mix) * heads + prior_mix * prior``;
+    the attention maps are the heads' alone."""
 
-    def __init__(self, heads: list[AMNetHead]) -> None:
+    def __init__(
+        self, heads: list[AMNetHead], prior: LinearPrior | None = None, prior_mix: float = 0.0
+    ) -> None:
         super().__init__()
         if not heads:
             raise ValueError("an ensemble needs at least one head")
         if len({h.cfg.steps for h in heads}) != 1:
             raise ValueError("all heads of an ensemble must have the same number of steps")
+        if (prior is None) != (prior_mix == 0.0) or not 0.0 <= prior_mix < 1.0:
+            raise ValueError("a prior needs prior_mix in (0, 1), and prior_mix > 0 a prior")
         self.heads = nn.ModuleList(heads)
         self.cfg = heads[0].cfg
+        self.prior = prior
+        self.prior_mix = prior_mix
 
     def forward(self, feats: torch.Tensor) -> AMNetOutput:
         outs = [h(feats) for h in self.heads]
-        return AMNetOutput(*(torch.stack(t).mean(0) for t in zip(*outs, strict=True)))
+        score, steps, attention, raw = (torch.stack(t).mean(0) for t in zip(*outs, strict=True))
+        if self.prior is None:
+            return AMNetOutput(score, steps, attention, raw)
+        m, p = self.prior_mix, self.prior(feats)  # p: (B,)
+        score = (1 - m) * score + m * p  # (B,)
+        steps = (1 - m) * steps + m * p.unsqueeze(1)  # (B, T)
+        raw = (score - self.cfg.target_mean) * self.cfg.target_scale
+        return AMNetOutput(score, steps, attention, raw)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__, hub
 from .backbone import Preprocess, get_trunk_spec
-from .model import AMNetConfig, AMNetEnsemble, AMNetHead
+from .model import AMNetConfig, AMNetEnsemble, AMNetHead, LinearPrior
 
 FORMAT_VERSION = 1
 
@@ -105,6 +105,7 @@ def save_checkpoint(
         "amnet_version": __version__,
         "model": heads[0].cfg.to_dict(),
         "ensemble": [h.cfg.to_dict() for h in heads] if isinstance(head, AMNetEnsemble) else None,
+        "prior_mix": getattr(head, "prior_mix", 0.0),
         "trunk": trunk,
         "preprocess": pp.to_dict(),
         "training": training or {},
@@ -112,7 +113,9 @@ def save_checkpoint(
     }
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        # the linear prior stays float32: its bias is a score, float16 would round it by 2e-4
+        state = {k: v.half() if v.is_floating_point() and not k.startswith("prior.") else v
+                 for k, v in state.items()}  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -142,7 +145,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble,
     float32, in eval mode."""
     meta = read_metadata(path)
     if meta.get("ensemble"):
-        head = AMNetEnsemble([AMNetHead(AMNetConfig.from_dict(c)) for c in meta["ensemble"]])
+        heads = [AMNetHead(AMNetConfig.from_dict(c)) for c in meta["ensemble"]]
+        mix = float(meta.get("prior_mix") or 0.0)
+        prior = LinearPrior(heads[0].cfg.in_channels) if mix else None
+        head = AMNetEnsemble(heads, prior, mix)
     else:
         head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
