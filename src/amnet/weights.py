@@ -166,11 +166,11 @@ register_model(
     PretrainedModel(
         name="amnet-lnsim-resnet152",
         file="amnet-lnsim-resnet152.safetensors",
-        sha256="7cf7abc16baf2a8b2ac87c589ae9927c93d73cfa4ab6f211d0cba1a49edcc9cc",
+        sha256="626a76c7a92e78573f1bcc201843dcb4a701a1c93694a138fcf771365bd64b33",
         trunk="resnet152",
         training_data=_LNSIM,
         licence="head: MIT (amnet); trunk weights: ResMem licence, non-commercial research only",
-        description="ensemble of 3 AMNet heads (T=3) on ImageNet ResNet-152 layer3, LNSIM",
+        description="3 AMNet heads (T=3) + ridge prior on ImageNet ResNet-152 layer3, LNSIM",
     )
 )
 register_alias("default", "amnet-lnsim-resnet152")
