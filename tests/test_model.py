@@ -94,12 +94,13 @@ def test_ensemble_with_a_linear_prior_blends_scores_not_attention(tmp_path):
     cfg = AMNetConfig(**{**CFG.to_dict(), "in_channels": 16})
     heads = [AMNetHead(cfg).eval() for _ in range(2)]
     prior = LinearPrior(16)
-    prior.weight.normal_()
+    prior.weight.normal_(0, 4)
     prior.bias.fill_(0.3)
     ens = AMNetEnsemble(heads, prior, 0.25).eval()
-    x = torch.randn(4, 16, 14, 14)
+    x = torch.randn(32, 16, 14, 14)
     plain = AMNetEnsemble(heads).eval()(x)
-    p = x.mean((2, 3)) @ prior.weight + 0.3  # (B,)
+    p = (x.mean((2, 3)) @ prior.weight + 0.3).clamp(0, 1)  # (B,)
+    assert ((p == 0) | (p == 1)).any() and ((p > 0) & (p < 1)).any()  # both cases covered
     out = ens(x)
     torch.testing.assert_close(out.score, 0.75 * plain.score + 0.25 * p)
     torch.testing.assert_close(out.step_scores, 0.75 * plain.step_scores + 0.25 * p[:, None])

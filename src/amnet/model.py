@@ -176,16 +176,20 @@ class AMNet(nn.Module):
 
 class LinearPrior(nn.Module):
     """A linear score on the globally pooled trunk map (B, C, H, W) -> (B,), on the [0, 1]
-    scale: ``mean_hw(x) . weight + bias``. Its tensors are set by fitting (ridge regression,
-    ``amnet.ridge.fit_prior``), never by gradient descent."""
+    scale: ``mean_hw(x) . weight + bias``, clamped to [0, 1] (a linear model extrapolates far
+    outside the training range on unfamiliar images). Its tensors are set by fitting (ridge
+    regression, ``amnet.ridge.fit_prior``), never by gradient descent."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("weight", torch.zeros(channels))  # (C,)
         self.register_buffer("bias", torch.zeros(()))
 
+    def score_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        return (pooled @ self.weight + self.bias).clamp(0.0, 1.0)  # (B, C) @ (C,) -> (B,)
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats.mean(dim=(2, 3)) @ self.weight + self.bias  # (B, C) @ (C,) -> (B,)
+        return self.score_pooled(feats.mean(dim=(2, 3)))  # (B, C, H, W) -> (B,)
 
 
 class AMNetEnsemble(nn.Module):

@@ -58,5 +58,4 @@ def fit_prior(*parts: FeatureSet) -> tuple[LinearPrior, float]:
 def predict_prior(prior: LinearPrior, data: FeatureSet) -> np.ndarray:
     """The prior's scores (N,) on the test-time views, averaged (it is linear: the same as
     scoring the averaged pooled features)."""
-    X = torch.from_numpy(pooled(data))
-    return (X @ prior.weight + prior.bias).double().numpy()
+    return prior.score_pooled(torch.from_numpy(pooled(data))).double().numpy()

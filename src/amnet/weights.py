@@ -178,10 +178,10 @@ register_model(
     PretrainedModel(
         name="amnet-lnsim-efficientnet_lite2",
         file="amnet-lnsim-efficientnet_lite2.safetensors",
-        sha256="239811313e975552467c4bb45c9ad6d7f8952a53dcb498c23ac855bcf9d5be55",
+        sha256="d175c62f9f9afbf44e4107a9c3997552bb89b0d11de62554f4c1fb4e3a25c84a",
         trunk="efficientnet_lite2",
         training_data=_LNSIM,
         licence="head: MIT (amnet); trunk weights: Apache-2.0",
-        description="ensemble of 3 AMNet heads (T=3) on EfficientNet-Lite2 (Apache-2.0), LNSIM",
+        description="3 AMNet heads (T=3) + ridge prior on EfficientNet-Lite2 (Apache-2.0), LNSIM",
     )
 )
