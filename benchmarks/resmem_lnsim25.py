@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM  # noqa: E402
@@ -55,19 +54,6 @@ def write_store(path: Path, store: dict[str, dict[str, np.ndarray]]) -> None:
         f.writelines(f"{n},{float(store[n]['score']):.6f}\n" for n in names)
 
 
-def forward_with_features(net, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """ResMem's forward (as ``ResMem.forward``) that also returns fc7, fc9 and fc11."""
-    c = net.lrn(net.pool(F.relu(net.conv1(x))))
-    c = net.lrn(net.pool(F.relu(net.conv2(c))))
-    c = F.relu(net.conv5(F.relu(net.conv4(F.relu(net.conv3(c))))))
-    h = torch.cat((net.pool(c).flatten(1), net.features(x)), 1)  # (B, 9216 + 1000)
-    acts = {}
-    for i in range(6, 12):
-        h = F.relu(getattr(net, f"fc{i}")(h))
-        acts[f"fc{i}"] = h
-    return torch.sigmoid(net.fc12(h)).squeeze(1), {k: acts[k] for k in LAYERS}
-
-
 @torch.inference_mode()
 def score_all(root: Path, out: Path, batch: int, workers: int) -> dict[str, dict]:
     """ResMem's score and fc activations for every image in ``root/images``; resumes."""
@@ -81,7 +67,8 @@ def score_all(root: Path, out: Path, batch: int, workers: int) -> dict[str, dict
         for i in range(0, len(todo), batch):
             part = todo[i : i + batch]
             x = torch.stack(list(pool.map(resmem_tensor, part)))  # (B, 3, 227, 227)
-            y, acts = forward_with_features(net, x.contiguous(memory_format=torch.channels_last))
+            y, acts = net.forward_with_activations(x.contiguous(memory_format=torch.channels_last))
+            acts = {k: acts[k] for k in LAYERS}
             for j, p in enumerate(part):
                 store[p.name] = {"score": y[j].numpy(),
                                  **{k: a[j].half().numpy() for k, a in acts.items()}}  # fmt: skip

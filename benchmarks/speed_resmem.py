@@ -62,15 +62,20 @@ class ResMem(nn.Module):
             out_f, in_f = state[f"fc{i}.weight"].shape
             setattr(self, f"fc{i}", nn.Linear(in_f, out_f))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Scores (B,) and the activations of fc6..fc11 ({"fc6": (B, 4096), ...})."""
         c = self.lrn(self.pool(F.relu(self.conv1(x))))  # (B, 48, 27, 27)
         c = self.lrn(self.pool(F.relu(self.conv2(c))))  # (B, 256, 13, 13)
         c = F.relu(self.conv5(F.relu(self.conv4(F.relu(self.conv3(c))))))
         c = self.pool(c).flatten(1)  # (B, 9216)
         h = torch.cat((c, self.features(x)), 1)  # (B, 9216 + 1000)
+        acts = {}
         for i in range(6, 12):
-            h = F.relu(getattr(self, f"fc{i}")(h))  # dropout: identity at inference
-        return torch.sigmoid(self.fc12(h)).squeeze(1)  # (B,)
+            h = acts[f"fc{i}"] = F.relu(getattr(self, f"fc{i}")(h))  # dropout: identity
+        return torch.sigmoid(self.fc12(h)).squeeze(1), acts  # (B,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_activations(x)[0]
 
 
 def load_resmem() -> ResMem:

@@ -49,16 +49,23 @@ def test_pca_reduction_learns_too(sets):
     assert "reduce_weight" not in dict(res.head.named_parameters())
 
 
-def test_kill_and_resume_gives_the_same_result(sets, tmp_path):
-    train, val, _ = sets
-    tc = TrainConfig(epochs=5, batch_size=16, lr=3e-3)
+def _killed_and_resumed_equals_full(train, val, tc, tmp_path):
+    """Train once in full and once killed after 2 epochs then resumed: the same weights,
+    history length and best epoch. Returns the full run."""
     full = fit(MODEL, tc, train, val, out_dir=tmp_path / "a", progress=False)
     fit(MODEL, tc, train, val, out_dir=tmp_path / "b", progress=False, stop_after=2)
     resumed = fit(MODEL, tc, train, val, out_dir=tmp_path / "b", resume=True, progress=False)
-    assert len(resumed.history) == 5 and resumed.best_epoch == full.best_epoch
+    assert len(resumed.history) == tc.epochs and resumed.best_epoch == full.best_epoch
     for (k, a), b in zip(full.head.state_dict().items(), resumed.head.state_dict().values(),
                          strict=True):  # fmt: skip
         assert torch.equal(a, b), k
+    return full
+
+
+def test_kill_and_resume_gives_the_same_result(sets, tmp_path):
+    train, val, _ = sets
+    _killed_and_resumed_equals_full(train, val, TrainConfig(epochs=5, batch_size=16, lr=3e-3),
+                                    tmp_path)  # fmt: skip
     assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 6
 
 
@@ -66,13 +73,7 @@ def test_training_draws_crop_views_and_resumes_exactly(crop_sets, sets, tmp_path
     train, val, _ = crop_sets
     assert len(train.views) == 4 and train.n_tta == 2
     tc = TrainConfig(epochs=3, batch_size=16, lr=3e-3)
-    full = fit(MODEL, tc, train, val, out_dir=tmp_path / "a", progress=False)
-    fit(MODEL, tc, train, val, out_dir=tmp_path / "b", progress=False, stop_after=2)
-    resumed = fit(MODEL, tc, train, val, out_dir=tmp_path / "b", resume=True, progress=False)
-    assert len(resumed.history) == 3 and resumed.best_epoch == full.best_epoch
-    for (k, a), b in zip(full.head.state_dict().items(), resumed.head.state_dict().values(),
-                         strict=True):  # fmt: skip
-        assert torch.equal(a, b), k
+    full = _killed_and_resumed_equals_full(train, val, tc, tmp_path)
     # the crops change training; without them (or with augment_crops off) nothing changes
     plain = fit(MODEL, tc, sets[0], sets[1], progress=False)
     off = fit(MODEL, dataclasses.replace(tc, augment_crops=False), train, val, progress=False)

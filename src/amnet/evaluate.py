@@ -202,8 +202,8 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
                 mix = PRIOR_MIX.get(name, 0.0)
                 if mix:
                     prior, _ = fit_prior(train, val)
-                    seen = test if cfg.train.tta_flip else FeatureSet(test.views[:1], test.targets)
-                    pred = (1 - mix) * pred + mix * predict_prior(prior, seen)
+                    prior_pred = predict_prior(prior, test, tta=cfg.train.tta_flip)
+                    pred = (1 - mix) * pred + mix * prior_pred
             write_predictions(out / "predictions" / f"{name}-split{k}.csv", test, pred)
             row = {
                 "model": name,

@@ -13,10 +13,11 @@ from .model import LinearPrior
 ALPHAS = 10.0 ** np.arange(-1, 6.5, 0.25)  # penalties tried, on standardised features
 
 
-def pooled(data: FeatureSet, batch: int = 256) -> np.ndarray:
-    """Globally pooled features (N, C), averaged over the test-time views (no crops)."""
+def pooled(data: FeatureSet, batch: int = 256, *, tta: bool = True) -> np.ndarray:
+    """Globally pooled features (N, C), averaged over the test-time views (no crops) when
+    ``tta``, else of the original view alone."""
     views = []
-    for v in data.views[: data.n_tta]:
+    for v in data.views[: data.n_tta if tta else 1]:
         parts = [np.asarray(v[i : i + batch], np.float32).mean((2, 3)) for i in
                  range(0, len(v), batch)]  # fmt: skip
         views.append(np.concatenate(parts))
@@ -55,7 +56,7 @@ def fit_prior(*parts: FeatureSet) -> tuple[LinearPrior, float]:
     return prior.eval(), rho
 
 
-def predict_prior(prior: LinearPrior, data: FeatureSet) -> np.ndarray:
-    """The prior's scores (N,) on the test-time views, averaged (it is linear: the same as
-    scoring the averaged pooled features)."""
-    return prior.score_pooled(torch.from_numpy(pooled(data))).double().numpy()
+def predict_prior(prior: LinearPrior, data: FeatureSet, *, tta: bool = True) -> np.ndarray:
+    """The prior's scores (N,) on the averaged pooled features of the test-time views (when
+    ``tta``, as ``predict_features``) or of the original view."""
+    return prior.score_pooled(torch.from_numpy(pooled(data, tta=tta))).double().numpy()
