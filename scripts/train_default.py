@@ -1,15 +1,17 @@
 """Train the shipped default model: an ensemble of AMNet heads on all LNSIM images.
 
-    python scripts/train_default.py --trunk resnet152 --members 3
-    python scripts/train_default.py --trunk efficientnet_lite2 --members 3
+    python scripts/train_default.py --trunk resnet152 --members 3 --prior kernel
+    python scripts/train_default.py --trunk efficientnet_lite2 --members 3 --no-flip
 
 Each member trains on all images (targets: scores.txt) minus its own validation tenth (a
 different seeded tenth per member, used only for epoch selection), with the configuration
 chosen by the lnsim25 cross-validation (configs/lnsim25-cpu.json), on the original and mirrored
-views. With ``--prior-mix m`` (default 0.5, the lnsim25 `amnet+ridge` recipe) a ridge prior on
-the pooled map, fitted on all images with its penalty chosen by leave-one-out, is blended in.
-The heads are saved together, in float16, as
-src/amnet/pretrained/amnet-lnsim-<trunk>.safetensors."""
+views. A prior fitted on all images with its penalty chosen by leave-one-out is blended in
+with weight ``--prior-mix``: ``--prior ridge`` (default weight 0.5, the lnsim25 `amnet+ridge`
+recipe) a ridge prior on the pooled map, ``--prior kernel`` (default weight 0.8, the
+`amnet+kernel` recipe) kernel ridge on the descriptor of ``amnet.describe``. With flips the
+model is saved to be run with test-time flips (as cv measured it). The heads are saved
+together, in float16, as src/amnet/pretrained/amnet-lnsim-<trunk>.safetensors."""
 
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from pathlib import Path
 from amnet.backbone import get_trunk_spec
 from amnet.cache import FeatureStore
 from amnet.data import DataConfig, read_split_file
+from amnet.describe import build_descriptor
+from amnet.evaluate import PRIOR_MIX
 from amnet.hub import sha256_file
 from amnet.jobs import TrainJob, run_train
 from amnet.model import AMNetConfig, AMNetEnsemble
-from amnet.ridge import fit_prior
+from amnet.ridge import block_sizes, describe_views, fit_kernel_prior, fit_prior
 from amnet.train import TrainConfig
 from amnet.weights import save_checkpoint
 
@@ -40,9 +44,13 @@ def main() -> None:
     ap.add_argument("--root", default=str(LNSIM))
     ap.add_argument("--work", default=str(ROOT / "runs" / "default"))
     ap.add_argument("--no-flip", action="store_true")
-    ap.add_argument("--prior-mix", type=float, default=0.5, help="0: the AMNet heads alone")
+    ap.add_argument("--prior", choices=("ridge", "kernel"), default="ridge")
+    ap.add_argument("--prior-mix", type=float, help="0: the AMNet heads alone (default: "
+                    "PRIOR_MIX of amnet.evaluate for the prior's cv variant)")  # fmt: skip
     ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
     args = ap.parse_args()
+    if args.prior_mix is None:
+        args.prior_mix = PRIOR_MIX[f"amnet+{args.prior}"]
     cfg = json.loads(Path(args.config).read_text())
     model = AMNetConfig.from_dict(
         {**cfg["model"], "in_channels": get_trunk_spec(args.trunk).channels}
@@ -69,7 +77,14 @@ def main() -> None:
         root = Path(args.root)
         records = read_split_file(root / "scores.txt", root / "images")  # every image
         store = FeatureStore(args.trunk, sorted({r.path for r in records}), flip=not args.no_flip)
-        prior, loo_rho = fit_prior(store.featureset(records))
+        data = store.featureset(records)
+        if args.prior == "ridge":
+            prior, loo_rho = fit_prior(data)
+        else:
+            describe = build_descriptor(args.trunk)
+            X = describe_views(describe, data)
+            sizes = block_sizes(describe, data.views[0].shape[1], data.views[0].shape[-1])
+            prior, loo_rho = fit_kernel_prior(describe, X, data.targets, sizes)
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
@@ -88,6 +103,7 @@ def main() -> None:
         "members": args.members,
         "config": cfg,
         "flip_augmentation": not args.no_flip,
+        "prior": args.prior if args.prior_mix else None,
         "prior_mix": args.prior_mix,
         "script": "scripts/train_default.py",
     }
@@ -98,6 +114,7 @@ def main() -> None:
         training=training,
         metrics=metrics,
         half=True,
+        tta=not args.no_flip,
     )
     print(f"{out} ({out.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(out)}")
     print(f"member validation rho: {[round(r, 3) for r in val_rhos]}; {time.time() - t0:.0f}s")

@@ -32,8 +32,25 @@ class TinyNet(nn.Module):
             self.bn = nn.BatchNorm2d(8)
             self.conv2 = nn.Conv2d(8, TINY_CHANNELS, 4, stride=4)
 
+            self.conv3 = nn.Conv2d(TINY_CHANNELS, 8, 2, stride=2)
+            self.fc = nn.Linear(8, 5)
+
     def forward_features(self, x: torch.Tensor, stop: str = "out") -> torch.Tensor:
         return self.conv2(torch.relu(self.bn(self.conv1(x))))  # (B, 16, H/16, W/16)
+
+    def tail(self) -> nn.Module:
+        """Like ResNet.tail: map (B, 16, H, W) -> (map (B, 8, H/2, W/2), logits (B, 5))."""
+        return TinyTail(self.conv3, self.fc)
+
+
+class TinyTail(nn.Module):
+    def __init__(self, conv: nn.Module, fc: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.fc = conv, fc
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.relu(self.conv(x))
+        return y, self.fc(y.mean(dim=(2, 3)))
 
 
 def _tiny_spec() -> TrunkSpec:

@@ -98,9 +98,17 @@ def test_cv_lnsim25_layout_with_ablations(isola_root, tiny_trunk_name, tmp_path,
             *FAST]  # fmt: skip
     assert main(args) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert {r["model"] for r in rows} == {"amnet", "amnet-noatt", "amnet-T1", "amnet-T5",
-                                          "amnet+ridge", "ridge"}  # fmt: skip
-    assert sorted({int(r["split"]) for r in rows}) == [0, 3] and len(rows) == 12
+    assert {r["model"] for r in rows} == {
+        "amnet",
+        "amnet-noatt",
+        "amnet-T1",
+        "amnet-T5",
+        "amnet+ridge",
+        "amnet+kernel",
+        "ridge",
+        "kernel",
+    }
+    assert sorted({int(r["split"]) for r in rows}) == [0, 3] and len(rows) == 16
     assert all(-1 <= float(r["rho"]) <= 1 and float(r["mse"]) >= 0 for r in rows)
     assert "| amnet |" in (out / "results.md").read_text()
     assert "amnet " in capsys.readouterr().out
@@ -152,3 +160,41 @@ def test_usage_errors_exit_2(capsys):
     assert main(["cv", "--protocol", "nope", "--root", "x", "--out", "y"]) == 2
     assert main(["train", "--epochs", "1"]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+def test_amnet_plus_kernel_blends_the_amnet_head_with_the_kernel_prior(
+    isola_root, tiny_trunk_name, tmp_path
+):
+    from amnet import evaluate
+    from amnet.cache import FeatureStore
+    from amnet.describe import build_descriptor
+    from amnet.evaluate import PRIOR_MIX, CVConfig, _data_config
+    from amnet.model import AMNetConfig
+    from amnet.ridge import block_sizes, describe_views, fit_kernel_prior, predict_kernel
+    from amnet.train import TrainConfig
+
+    cfg = CVConfig("lnsim25", str(isola_root), str(tmp_path / "cv"), splits=(0,),
+                   trunk=tiny_trunk_name, variants=("amnet", "amnet+kernel", "kernel"),
+                   cache_root=str(tmp_path / "c"),
+                   model=AMNetConfig(in_channels=16, proj_dim=8, att_dim=4, hidden_size=8,
+                                     fc_dim=8), train=TrainConfig(epochs=2))  # fmt: skip
+    evaluate.run_cv(cfg, log=lambda m: None)
+
+    def preds(name):
+        rows = csv.DictReader(open(tmp_path / "cv" / "predictions" / f"{name}-split0.csv"))
+        return {r["image"]: float(r["prediction"]) for r in rows}
+
+    head, blend, kern = preds("amnet"), preds("amnet+kernel"), preds("kernel")
+    recs = {p: evaluate.load_records(_data_config(cfg, 0), p) for p in ("train", "val", "test")}
+    store = FeatureStore(tiny_trunk_name, sorted({r.path for v in recs.values() for r in v}),
+                         root=tmp_path / "c", log=lambda m: None)  # fmt: skip
+    fit_on = store.featureset(recs["train"] + recs["val"])
+    d = build_descriptor(tiny_trunk_name)
+    prior, _ = fit_kernel_prior(d, describe_views(d, fit_on), fit_on.targets,
+                                block_sizes(d, 16))  # fmt: skip
+    test = store.featureset(recs["test"])
+    want = predict_kernel(prior, describe_views(d, test))
+    np.testing.assert_allclose([kern[i] for i in test.ids], want, atol=2e-6)
+    m = PRIOR_MIX["amnet+kernel"]
+    expected = (1 - m) * np.array([head[i] for i in test.ids]) + m * want
+    np.testing.assert_allclose([blend[i] for i in test.ids], expected, atol=2e-6)

@@ -111,12 +111,16 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
                    help="trunk in bfloat16 (fast only on CPUs/GPUs with bf16 units)")  # fmt: skip
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the trunk (needs a C++ compiler; slow start)")  # fmt: skip
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="also score each image's mirror image and average (twice the work); "
+                   "default: as the model was measured (on for the shipped models)")  # fmt: skip
 
 
 def _run_options(args: argparse.Namespace):
     from .runtime import RunOptions
 
-    return RunOptions(runtime=args.runtime, bfloat16=args.bfloat16, compile=args.compile)
+    return RunOptions(runtime=args.runtime, bfloat16=args.bfloat16, compile=args.compile,
+                      tta=args.tta)  # fmt: skip
 
 
 def _add_ray_options(p: argparse.ArgumentParser) -> None:

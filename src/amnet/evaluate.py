@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,9 +17,17 @@ import numpy as np
 from . import hub
 from .cache import CROP_VIEWS, FeatureSet, FeatureStore
 from .data import DataConfig, load_records
+from .describe import build_descriptor
 from .metrics import mse, spearman
 from .model import AMNetConfig
-from .ridge import fit_prior, predict_prior
+from .ridge import (
+    block_sizes,
+    describe_views,
+    fit_kernel_prior,
+    fit_prior,
+    predict_kernel,
+    predict_prior,
+)
 from .train import TrainConfig, fit, predict_features
 
 PROTOCOLS = {"lamem5": ("lamem", 5, 1), "sun25": ("sun", 25, 1), "lnsim25": ("isola", 25, 0)}
@@ -28,9 +37,12 @@ VARIANTS = {  # name -> changes to the AMNet configuration (None: ridge floor)
     "amnet-T1": {"steps": 1},
     "amnet-T5": {"steps": 5},
     "amnet+ridge": {},  # the amnet heads averaged with a ridge prior (PRIOR_MIX)
+    "amnet+kernel": {},  # the amnet heads averaged with a kernel prior (PRIOR_MIX)
     "ridge": None,
+    "kernel": None,  # the kernel prior alone (amnet.ridge.fit_kernel_prior)
 }
-PRIOR_MIX = {"amnet+ridge": 0.5}  # weight of the linear prior (amnet.ridge) in the score
+# weight of the prior in the score: the linear prior (ridge) or the kernel prior (kernel)
+PRIOR_MIX = {"amnet+ridge": 0.5, "amnet+kernel": 0.8}
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,38 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _KernelData:
+    """The kernel prior of each split, from descriptors computed once for every image."""
+
+    def __init__(self, cfg: CVConfig, store: FeatureStore, log) -> None:
+        self.cfg, self.store, self.log = cfg, store, log
+        self.X: np.ndarray | None = None
+        self.preds: dict[int, np.ndarray] = {}
+
+    def _rows(self, records) -> np.ndarray:
+        idx = self.store.index  # FeatureStore.featureset keeps the same records, in order
+        return np.array([idx[os.fspath(r.path)] for r in records if os.fspath(r.path) in idx])
+
+    def predict(self, parts: dict) -> np.ndarray:
+        """Test predictions of the kernel prior fitted on train + val (by leave-one-out)."""
+        key = id(parts)
+        if key not in self.preds:
+            if self.X is None:
+                t0 = time.time()
+                self.describe = build_descriptor(self.cfg.trunk)
+                n = self.store.n_tta if self.cfg.train.tta_flip else 1
+                self.X = describe_views(self.describe, self.store.views[:n])
+                self.sizes = block_sizes(self.describe, self.store.views[0].shape[1],
+                                         self.store.views[0].shape[-1])  # fmt: skip
+                self.log(f"kernel descriptors {self.X.shape} in {time.time() - t0:.0f}s")
+            fit_rows = self._rows(parts["train"] + parts["val"])
+            y = np.array([r.score for r in parts["train"] + parts["val"]
+                          if os.fspath(r.path) in self.store.index])  # fmt: skip
+            prior, _ = fit_kernel_prior(self.describe, self.X[fit_rows], y, self.sizes)
+            self.preds[key] = predict_kernel(prior, self.X[self._rows(parts["test"])])
+        return self.preds[key]
+
+
 def run_cv(cfg: CVConfig, log=None) -> list[dict]:
     """Train and evaluate every (variant, split); resumable: finished rows in
     ``out/results.csv`` are kept and skipped. Returns all rows."""
@@ -182,6 +226,7 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
         log(f"{len(store.errors)} images could not be read and were left out")
     rows = _read_results(out / "results.csv")
     done = {(r["model"], int(r["split"])) for r in rows}
+    kernel = _KernelData(cfg, store, log)
     for k in splits:
         train, val, test = (store.featureset(sets[k][p]) for p in ("train", "val", "test"))
         heads: dict[AMNetConfig, np.ndarray] = {}  # test predictions of the heads trained so far
@@ -190,7 +235,9 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
                 continue
             t0 = time.time()
             change = VARIANTS[name]
-            if change is None:
+            if name == "kernel":
+                pred = kernel.predict(sets[k])
+            elif change is None:
                 pred = ridge_floor(train, val, test)
             else:
                 mcfg = dataclasses.replace(cfg.model, **change)
@@ -200,7 +247,9 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
                     heads[mcfg] = predict_features(res.head, test, tta=tc.tta_flip)
                 pred = heads[mcfg]
                 mix = PRIOR_MIX.get(name, 0.0)
-                if mix:
+                if name.endswith("+kernel"):
+                    pred = (1 - mix) * pred + mix * kernel.predict(sets[k])
+                elif mix:
                     prior, _ = fit_prior(train, val)
                     prior_pred = predict_prior(prior, test, tta=cfg.train.tta_flip)
                     pred = (1 - mix) * pred + mix * prior_pred

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import __version__, hub
-from .model import AMNetEnsemble, AMNetHead
+from .model import AMNetEnsemble, AMNetHead, head_views, image_views
 from .runtime import Engine
 
 OPSET = 17
@@ -33,12 +33,13 @@ OUTPUTS = ("score", "step_scores", "attention")
 
 
 class _Graph(nn.Module):
-    def __init__(self, trunk: nn.Module, head: AMNetHead | AMNetEnsemble) -> None:
+    def __init__(self, trunk: nn.Module, head: AMNetHead | AMNetEnsemble, tta: bool) -> None:
         super().__init__()
-        self.trunk, self.head = trunk, head
+        self.trunk, self.head, self.tta = trunk, head, tta
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.head(self.trunk(x))  # x: (B, 3, S, S)
+        views, mirrored = image_views(x, self.tta)  # x: (B, 3, S, S)
+        out = head_views(self.head, [self.trunk(v) for v in views], mirrored)
         return out.score, out.step_scores, out.attention  # (B,), (B, T), (B, T, H, W)
 
 
@@ -53,15 +54,16 @@ def _need(module: str):
 
 def export_onnx(
     path: str | os.PathLike, trunk: nn.Module, head: AMNetHead | AMNetEnsemble, *,
-    meta: dict | None = None, size: int = 224,
+    meta: dict | None = None, size: int = 224, tta: bool = False,
 ) -> Path:  # fmt: skip
     """Write trunk + head as one ONNX graph (dynamic batch, ``size`` x ``size`` input)
-    atomically, with ``meta`` (the checkpoint's metadata) stored in the file."""
+    atomically, with ``meta`` (the checkpoint's metadata) stored in the file; with ``tta``
+    the graph also scores the mirror images and averages them in."""
     onnx = _need("onnx")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    graph = _Graph(trunk, head).eval()
+    graph = _Graph(trunk, head, tta).eval()
     example = torch.rand(2, 3, size, size)  # (B, 3, S, S); B is dynamic in the graph
     dynamic = {name: {0: "batch"} for name in (INPUT, *OUTPUTS)}
     with warnings.catch_warnings(), torch.no_grad():
@@ -72,16 +74,16 @@ def export_onnx(
         )  # fmt: skip
     model = onnx.load(str(tmp))
     entry = model.metadata_props.add()
-    entry.key, entry.value = "amnet", json.dumps(meta or {})
+    entry.key, entry.value = "amnet", json.dumps({**(meta or {}), "tta": tta})
     onnx.save(model, str(tmp))
     os.replace(tmp, path)
     return path
 
 
-def _model_key(trunk: nn.Module, head: nn.Module, size: int) -> str:
+def _model_key(trunk: nn.Module, head: nn.Module, size: int, tta: bool) -> str:
     """A digest of everything the exported file depends on: every tensor, the input size, the
-    exporter (torch version, opset) and amnet's version."""
-    h = hashlib.sha256(f"{__version__}|{torch.__version__}|{OPSET}|{size}".encode())
+    test-time views, the exporter (torch version, opset) and amnet's version."""
+    h = hashlib.sha256(f"{__version__}|{torch.__version__}|{OPSET}|{size}|{tta}".encode())
     for prefix, module in (("trunk.", trunk), ("head.", head)):
         for name, t in module.state_dict().items():
             t = t.detach().cpu().contiguous()
@@ -90,11 +92,13 @@ def _model_key(trunk: nn.Module, head: nn.Module, size: int) -> str:
     return h.hexdigest()
 
 
-def cached_export(trunk: nn.Module, head: AMNetHead | AMNetEnsemble, size: int = 224) -> Path:
+def cached_export(
+    trunk: nn.Module, head: AMNetHead | AMNetEnsemble, size: int = 224, tta: bool = False
+) -> Path:
     """The ONNX file for this trunk + head in ``amnet.hub.cache_dir()/onnx``, exported on
     first use (keyed on the tensors, so a changed model never reuses a stale file)."""
-    path = hub.cache_dir() / "onnx" / f"{_model_key(trunk, head, size)[:24]}.onnx"
-    return path if path.is_file() else export_onnx(path, trunk, head, size=size)
+    path = hub.cache_dir() / "onnx" / f"{_model_key(trunk, head, size, tta)[:24]}.onnx"
+    return path if path.is_file() else export_onnx(path, trunk, head, size=size, tta=tta)
 
 
 def open_session(path: str | os.PathLike, threads: int | None = None, *, spin: bool = False):
@@ -117,13 +121,15 @@ def read_onnx_metadata(session) -> dict:
 def onnx_engine(
     path: str | os.PathLike | None = None, trunk: nn.Module | None = None,
     head: AMNetHead | AMNetEnsemble | None = None, *, size: int = 224, session=None,
+    tta: bool = False,
 ) -> Engine:  # fmt: skip
-    """An engine running an exported file, or ``trunk`` + ``head`` exported into the cache."""
+    """An engine running an exported file (its test-time views baked in), or ``trunk`` +
+    ``head`` exported into the cache (with ``tta``: mirror images averaged in)."""
     if session is None:
         if path is None:
             if trunk is None or head is None:
                 raise ValueError("onnx_engine needs an exported file or a trunk and a head")
-            path = cached_export(trunk, head, size)
+            path = cached_export(trunk, head, size, tta)
         session = open_session(path)
 
     def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -148,11 +154,13 @@ def export_checkpoint(
     trunk = create_trunk(meta["trunk"])
     size = int(meta["preprocess"]["size"])
     meta["name"] = str(name_or_path)
-    out = export_onnx(path, trunk, head, meta=meta, size=size)
+    tta = bool(meta.get("tta"))
+    out = export_onnx(path, trunk, head, meta=meta, size=size, tta=tta)
     if not check:
         return out, None
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        want = head(trunk(x)).score  # (2,)
+        views, mirrored = image_views(x, tta)
+        want = head_views(head, [trunk(v) for v in views], mirrored).score  # (2,)
     got = onnx_engine(out)(x)[0]
     return out, float((got - want).abs().max())

@@ -185,22 +185,77 @@ class LinearPrior(nn.Module):
         self.register_buffer("weight", torch.zeros(channels))  # (C,)
         self.register_buffer("bias", torch.zeros(()))
 
-    def score_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        return (pooled @ self.weight + self.bias).clamp(0.0, 1.0)  # (B, C) @ (C,) -> (B,)
+    def describe(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
+
+    def score(self, desc: torch.Tensor) -> torch.Tensor:
+        return (desc @ self.weight + self.bias).clamp(0.0, 1.0)  # (B, C) @ (C,) -> (B,)
+
+    score_pooled = score
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.score_pooled(feats.mean(dim=(2, 3)))  # (B, C, H, W) -> (B,)
+        return self.score(self.describe(feats))
+
+
+class KernelPrior(nn.Module):
+    """Kernel ridge regression on an image descriptor, on the [0, 1] scale:
+    ``sum_n coef_n exp(-gamma |z - s_n|^2) + bias`` with ``z = (describe(x) - mean) * scale``
+    and s_n the training images' scaled descriptors, clamped to [0, 1].
+
+    ``describe`` (an ``amnet.describe.Descriptor``, frozen) is not part of the fitted state:
+    checkpoints leave its tensors out and it is rebuilt from the trunk's weights. The buffers
+    are set by ``amnet.ridge.fit_kernel_prior``, never by gradient descent."""
+
+    def __init__(self, describe: nn.Module, dim: int, n_support: int) -> None:
+        super().__init__()
+        self.describe = describe
+        self.register_buffer("mean", torch.zeros(dim))  # (D,)
+        self.register_buffer("scale", torch.ones(dim))  # (D,) 1 / (sd * sqrt(block size))
+        self.register_buffer("support", torch.zeros(n_support, dim))  # (N, D) scaled
+        self.register_buffer("support_sq", torch.zeros(n_support))  # (N,) |s_n|^2
+        self.register_buffer("coef", torch.zeros(n_support))  # (N,)
+        self.register_buffer("bias", torch.zeros(()))
+        self.register_buffer("gamma", torch.ones(()))
+
+    def score(self, desc: torch.Tensor) -> torch.Tensor:
+        z = (desc.float() - self.mean) * self.scale  # (B, D)
+        s = self.support.float()
+        d2 = (z * z).sum(1, keepdim=True) + self.support_sq - 2.0 * z @ s.T  # (B, N)
+        k = torch.exp(-self.gamma * d2.clamp_min(0.0))  # (B, N)
+        return (k @ self.coef + self.bias).clamp(0.0, 1.0)  # (B,)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.score(self.describe(feats))
+
+
+def _unmirror(att: torch.Tensor, mirrored: bool) -> torch.Tensor:
+    return att.flip(-1) if mirrored else att  # (B, T, H, W), back in the original's frame
+
+
+def average_views(outs: list[AMNetOutput], mirrored: list[bool]) -> AMNetOutput:
+    """Test-time augmentation: the mean of each output over views of the same images; the
+    attention maps of mirrored views are mirrored back first."""
+    score = torch.stack([o.score for o in outs]).mean(0)  # (B,)
+    steps = torch.stack([o.step_scores for o in outs]).mean(0)  # (B, T)
+    raw = torch.stack([o.raw for o in outs]).mean(0)  # (B,)
+    att = torch.stack([_unmirror(o.attention, m) for o, m in zip(outs, mirrored, strict=True)])
+    return AMNetOutput(score, steps, att.mean(0), raw)
 
 
 class AMNetEnsemble(nn.Module):
     """Several AMNet heads on the same features; scores, step scores and attention maps are
-    averaged (each averaged map still sums to 1). With a ``prior`` (a linear score on the
-    pooled map), scores and step scores become ``(1 - prior_mix) * heads + prior_mix * prior``;
-    the attention maps are the heads' alone."""
+    averaged (each averaged map still sums to 1). With a ``prior`` (a ``LinearPrior`` or a
+    ``KernelPrior``), scores and step scores become ``(1 - prior_mix) * heads + prior_mix *
+    prior``; the attention maps are the heads' alone.
+
+    ``forward_views`` scores several views of the same images (the original and its mirror
+    image): the heads' outputs are averaged over views, the prior scores the average of the
+    views' descriptors."""
 
     def __init__(
-        self, heads: list[AMNetHead], prior: LinearPrior | None = None, prior_mix: float = 0.0
-    ) -> None:
+        self, heads: list[AMNetHead], prior: LinearPrior | KernelPrior | None = None,
+        prior_mix: float = 0.0,
+    ) -> None:  # fmt: skip
         super().__init__()
         if not heads:
             raise ValueError("an ensemble needs at least one head")
@@ -213,13 +268,35 @@ class AMNetEnsemble(nn.Module):
         self.prior = prior
         self.prior_mix = prior_mix
 
-    def forward(self, feats: torch.Tensor) -> AMNetOutput:
+    def _heads(self, feats: torch.Tensor) -> AMNetOutput:
         outs = [h(feats) for h in self.heads]
-        score, steps, attention, raw = (torch.stack(t).mean(0) for t in zip(*outs, strict=True))
+        return AMNetOutput(*(torch.stack(t).mean(0) for t in zip(*outs, strict=True)))
+
+    def forward_views(self, views: list[torch.Tensor], mirrored: list[bool]) -> AMNetOutput:
+        out = average_views([self._heads(f) for f in views], mirrored)
         if self.prior is None:
-            return AMNetOutput(score, steps, attention, raw)
-        m, p = self.prior_mix, self.prior(feats)  # p: (B,)
-        score = (1 - m) * score + m * p  # (B,)
-        steps = (1 - m) * steps + m * p.unsqueeze(1)  # (B, T)
+            return out
+        desc = torch.stack([self.prior.describe(f) for f in views]).mean(0)  # (B, D)
+        m, p = self.prior_mix, self.prior.score(desc)  # p: (B,)
+        score = (1 - m) * out.score + m * p  # (B,)
+        steps = (1 - m) * out.step_scores + m * p.unsqueeze(1)  # (B, T)
         raw = (score - self.cfg.target_mean) * self.cfg.target_scale
-        return AMNetOutput(score, steps, attention, raw)
+        return AMNetOutput(score, steps, out.attention, raw)
+
+    def forward(self, feats: torch.Tensor) -> AMNetOutput:
+        return self.forward_views([feats], [False])
+
+
+def image_views(x: torch.Tensor, tta: bool) -> tuple[list[torch.Tensor], list[bool]]:
+    """The views of images (B, 3, S, S) to score: the images, and with ``tta`` their mirror
+    images too; returns (views, which are mirrored)."""
+    return ([x, x.flip(-1)], [False, True]) if tta else ([x], [False])
+
+
+def head_views(
+    head: AMNetHead | AMNetEnsemble, feats: list[torch.Tensor], mirrored: list[bool]
+) -> AMNetOutput:
+    """A head's output averaged over views' feature maps (``AMNetEnsemble.forward_views``)."""
+    if isinstance(head, AMNetEnsemble):
+        return head.forward_views(feats, mirrored)
+    return average_views([head(f) for f in feats], mirrored)

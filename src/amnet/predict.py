@@ -71,11 +71,13 @@ class Predictor:
         self.trunk = trunk.to(self.device) if trunk is not None else None
         self.head = head.to(self.device).eval() if head is not None else None
         self.options = options or RunOptions()
+        self.meta = meta or {}
+        # test-time mirror images: as the checkpoint was measured, unless the options say
+        self.tta = bool(self.meta.get("tta")) if self.options.tta is None else self.options.tta
         self.engine = engine or build_engine(
-            self.trunk, self.head, self.options, self.device, preprocess.size
+            self.trunk, self.head, self.options, self.device, preprocess.size, self.tta
         )
         self.preprocess = preprocess
-        self.meta = meta or {}
         self.batch_size = batch_size
         self.workers = workers
         self.max_pixels = max_pixels
@@ -108,7 +110,10 @@ class Predictor:
         if given is not None and (given.bfloat16 or given.compile):
             raise ValueError("bfloat16 and compile are torch options; an .onnx model runs in ONNX "
                              "Runtime")  # fmt: skip
-        kwargs["options"] = RunOptions(runtime="onnx", onnx_file=str(path))
+        if given is not None and given.tta is not None and given.tta != bool(meta.get("tta")):
+            raise ValueError(f"{path} was exported with tta={bool(meta.get('tta'))}; export "
+                             "again to change it")  # fmt: skip
+        kwargs["options"] = RunOptions(runtime="onnx", onnx_file=str(path), tta=meta.get("tta"))
         engine = onnx_engine(session=session)
         pp = Preprocess.from_dict(meta["preprocess"])
         return cls(None, None, pp, meta=meta, engine=engine, **kwargs)

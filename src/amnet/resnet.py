@@ -72,9 +72,26 @@ class ResNet(nn.Module):
             setattr(self, name, nn.Identity())
         self.fc = nn.Identity()
 
+    def tail(self) -> nn.Module:
+        """The layers after the layer3 cut, as their own module (shares their weights)."""
+        return ResNetTail(self.layer4, self.fc)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x)  # (B, 2048, H/32, W/32)
         return self.fc(x.mean(dim=(2, 3)))  # (B, num_classes)
+
+
+class ResNetTail(nn.Module):
+    """layer4 and the ImageNet classifier: layer3 map (B, 1024, H, W) -> (layer4 map
+    (B, 2048, H/2, W/2), logits (B, 1000))."""
+
+    def __init__(self, layer4: nn.Module, fc: nn.Linear) -> None:
+        super().__init__()
+        self.layer4, self.fc = layer4, fc
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.layer4(x)  # (B, 2048, H/2, W/2)
+        return y, self.fc(y.mean(dim=(2, 3)))  # (B, 1000)
 
 
 def resnet50() -> ResNet:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import AMNetEnsemble, AMNetHead
+from .model import AMNetEnsemble, AMNetHead, head_views, image_views
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # score, step_scores, attention
 Engine = Callable[[torch.Tensor], Outputs]
@@ -36,6 +36,7 @@ class RunOptions:
     compile: bool = False  # torch.compile the trunk (inductor; needs a C++ compiler)
     trunk_batch: int = 8  # on the CPU, the trunk runs on chunks of this many images; 0 = all
     onnx_file: str | None = None
+    tta: bool | None = None  # also score the mirror image and average; None: as the model says
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -104,14 +105,17 @@ def _outputs(out) -> Outputs:
 
 def torch_engine(
     trunk: nn.Module, head: AMNetHead | AMNetEnsemble, options: RunOptions,
-    device: torch.device,
+    device: torch.device, tta: bool = False,
 ) -> Engine:  # fmt: skip
-    """The trunk and head in PyTorch with ``options`` applied. The trunk is changed in place
-    (folded BatchNorm, channels-last weights); what it computes stays the same."""
-    if options.fold_bn:
-        fold_batchnorm(trunk)
+    """The trunk and head in PyTorch with ``options`` applied; with ``tta`` the mirror images
+    are scored too and averaged in. The trunk is changed in place (folded BatchNorm,
+    channels-last weights); what it computes stays the same."""
     fmt = torch.channels_last if options.channels_last else torch.contiguous_format
-    trunk.to(memory_format=fmt)
+    tail = getattr(getattr(getattr(head, "prior", None), "describe", None), "tail", None)
+    for net in (trunk, tail) if tail is not None else (trunk,):  # a kernel prior's layers too
+        if options.fold_bn:
+            fold_batchnorm(net)
+        net.to(memory_format=fmt)
     run_trunk: Callable[[torch.Tensor], torch.Tensor] = trunk
     if options.compile:
         run_trunk = torch.compile(trunk, options={"freezing": True})
@@ -124,28 +128,32 @@ def torch_engine(
     # small chunks keep activations in the CPU's caches; a GPU wants whole batches
     chunk = options.trunk_batch if device.type == "cpu" else 0
 
-    def run(x: torch.Tensor) -> Outputs:
+    def features(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device).contiguous(memory_format=fmt)  # (B, 3, S, S)
         with autocast():
             parts = [run_trunk(c) for c in (x.split(chunk) if chunk else (x,))]
-        feats = torch.cat(parts) if len(parts) > 1 else parts[0]  # (B, C, S/16, S/16)
-        return _outputs(head(feats.float()))
+        return (torch.cat(parts) if len(parts) > 1 else parts[0]).float()  # (B, C, S/16, S/16)
+
+    def run(x: torch.Tensor) -> Outputs:
+        views, mirrored = image_views(x, tta)
+        return _outputs(head_views(head, [features(v) for v in views], mirrored))
 
     return run
 
 
 def build_engine(
     trunk: nn.Module | None, head: AMNetHead | AMNetEnsemble | None, options: RunOptions,
-    device: torch.device, size: int = 224,
+    device: torch.device, size: int = 224, tta: bool = False,
 ) -> Engine:  # fmt: skip
-    """An engine for ``options`` and ``size`` x ``size`` inputs; ONNX Runtime exports
-    ``trunk`` + ``head`` into the cache the first time unless ``options.onnx_file`` is given."""
+    """An engine for ``options`` and ``size`` x ``size`` inputs (``tta``: mirror images
+    averaged in); ONNX Runtime exports ``trunk`` + ``head`` into the cache the first time
+    unless ``options.onnx_file`` is given."""
     if options.runtime == "onnx":
         from .export import onnx_engine
 
         if device.type != "cpu":
             raise ValueError("runtime 'onnx' runs on the CPU; use --device cpu")
-        return onnx_engine(options.onnx_file, trunk, head, size=size)
+        return onnx_engine(options.onnx_file, trunk, head, size=size, tta=tta)
     if trunk is None or head is None:
         raise ValueError("the torch runtime needs a trunk and a head")
-    return torch_engine(trunk, head, options, device)
+    return torch_engine(trunk, head, options, device, tta)

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__, hub
 from .backbone import Preprocess, get_trunk_spec
-from .model import AMNetConfig, AMNetEnsemble, AMNetHead, LinearPrior
+from .describe import build_descriptor
+from .model import AMNetConfig, AMNetEnsemble, AMNetHead, KernelPrior, LinearPrior
 
 FORMAT_VERSION = 1
 
@@ -96,8 +97,12 @@ def save_checkpoint(
     training: dict | None = None,
     metrics: dict | None = None,
     half: bool = False,
+    tta: bool = False,
 ) -> Path:
-    """Write a self-describing checkpoint atomically; ``half`` stores float16 tensors."""
+    """Write a self-describing checkpoint atomically; ``half`` stores float16 tensors; ``tta``
+    records that the model is meant to average the image and its mirror image (its figures
+    were measured so; ``amnet.runtime.RunOptions.tta`` follows it unless told otherwise).
+    A kernel prior's descriptor (frozen trunk layers) is left out: it is rebuilt on loading."""
     pp = preprocess or get_trunk_spec(trunk).preprocess
     heads = list(head.heads) if isinstance(head, AMNetEnsemble) else [head]
     meta = {
@@ -106,16 +111,20 @@ def save_checkpoint(
         "model": heads[0].cfg.to_dict(),
         "ensemble": [h.cfg.to_dict() for h in heads] if isinstance(head, AMNetEnsemble) else None,
         "prior_mix": getattr(head, "prior_mix", 0.0),
+        "prior": _prior_meta(getattr(head, "prior", None)),
+        "tta": tta,
         "trunk": trunk,
         "preprocess": pp.to_dict(),
         "training": training or {},
         "metrics": metrics or {},
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()
+             if not k.startswith("prior.describe.")}  # fmt: skip
     if half:
-        # the linear prior stays float32: its bias is a score, float16 would round it by 2e-4
-        state = {k: v.half() if v.is_floating_point() and not k.startswith("prior.") else v
-                 for k, v in state.items()}  # fmt: skip
+        # priors stay float32 (a bias is a score: float16 would round it by 2e-4), except the
+        # kernel prior's support vectors (scaled descriptors, ~1e-2: float16 keeps 3 digits)
+        state = {k: v.half() if v.is_floating_point() and (not k.startswith("prior.")
+                 or k == "prior.support") else v for k, v in state.items()}  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -147,13 +156,34 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble,
     if meta.get("ensemble"):
         heads = [AMNetHead(AMNetConfig.from_dict(c)) for c in meta["ensemble"]]
         mix = float(meta.get("prior_mix") or 0.0)
-        prior = LinearPrior(heads[0].cfg.in_channels) if mix else None
+        prior = _build_prior(meta, heads[0].cfg.in_channels) if mix else None
         head = AMNetEnsemble(heads, prior, mix)
     else:
         head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    head.load_state_dict(state, strict=True)
+    missing, unexpected = head.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("prior.describe.")]  # from the trunk
+    if missing or unexpected:
+        raise RuntimeError(f"{path}: tensors missing {missing}, unexpected {unexpected}")
     return head.eval(), meta
+
+
+def _prior_meta(prior: LinearPrior | KernelPrior | None) -> dict | None:
+    if isinstance(prior, KernelPrior):
+        n, dim = prior.support.shape
+        return {"kind": "kernel", "blocks": list(prior.describe.blocks), "dim": dim,
+                "n_support": n}  # fmt: skip
+    return {"kind": "linear"} if prior is not None else None
+
+
+def _build_prior(meta: dict, channels: int) -> LinearPrior | KernelPrior:
+    spec = meta.get("prior") or {"kind": "linear"}  # checkpoints before the kernel prior
+    if spec["kind"] == "linear":
+        return LinearPrior(channels)
+    if spec["kind"] == "kernel":
+        describe = build_descriptor(meta["trunk"], tuple(spec["blocks"]))
+        return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]))
+    raise ValueError(f"unknown prior kind {spec['kind']!r} (a newer amnet?)")
 
 
 # --- the models shipped inside the package -------------------------------------------------

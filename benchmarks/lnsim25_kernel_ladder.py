@@ -1,0 +1,120 @@
+"""The lnsim25 ladder, part 2 (issue 4): from the ridge prior to the kernel prior of the shipped
+model, one descriptor block at a time; Spearman rho and MSE on the 25 test halves.
+
+Each row fits per split on the training half (train + validation tenth) only: ridge with its
+penalty by exact leave-one-out (``amnet.ridge.ridge_loo``), or RBF kernel ridge on the first
+blocks of ``amnet.describe.BLOCKS`` (``fit_kernel_prior``: penalty by exact leave-one-out, width
+by the median heuristic). Descriptors average the original and mirrored views unless the row
+says otherwise. The blended rows take the AMNet head's test predictions (flip augmentation and
+test-time flips) from ``amnet cv``:
+
+    amnet cv --protocol lnsim25 --root ../shared/datasets/lnsim \\
+        --config configs/lnsim25-cpu.json --variants amnet,amnet+kernel,kernel \\
+        --out runs/lnsim25-kernel
+    python benchmarks/lnsim25_kernel_ladder.py --head runs/lnsim25-kernel --out runs/ladder-kernel
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import LNSIM  # noqa: E402
+
+from amnet.cache import FeatureSet, FeatureStore  # noqa: E402
+from amnet.data import DataConfig, load_records  # noqa: E402
+from amnet.describe import build_descriptor  # noqa: E402
+from amnet.evaluate import PRIOR_MIX, markdown_table, write_results  # noqa: E402
+from amnet.metrics import mse, spearman  # noqa: E402
+from amnet.ridge import (  # noqa: E402
+    block_sizes,
+    describe_views,
+    fit_kernel_prior,
+    pooled,
+    predict_kernel,
+    ridge_loo,
+)
+
+STEPS = (  # (row name, number of leading BLOCKS); BLOCKS order is the order of the ladder
+    ("kernel: sqrt pooled layer3 (map_mean)", 1),
+    ("+ centre of layer3 (map_centre)", 2),
+    ("+ top and bottom halves of layer3", 4),
+    ("+ pooled layer4 (tail_mean)", 5),
+    ("+ centre of layer4 (tail_centre)", 6),
+    ("+ ImageNet log-probabilities (tail_logprob): the kernel prior", 7),
+)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", default=str(LNSIM))
+    ap.add_argument("--head", default="runs/lnsim25-kernel", help="amnet cv output with amnet")
+    ap.add_argument("--out", default="runs/ladder-kernel")
+    ap.add_argument("--splits", type=int, default=25)
+    args = ap.parse_args()
+    root, out = Path(args.root), Path(args.out)
+    sets = []
+    for k in range(args.splits):
+        dc = DataConfig("isola", str(root), split=k, val_fraction=0.1, seed=k)
+        sets.append({p: load_records(dc, p) for p in ("train", "val", "test")})
+    paths = sorted({r.path for s in sets for p in s.values() for r in p})
+    store = FeatureStore("resnet152", paths, flip=True, log=lambda m: print(m, file=sys.stderr))
+    t0 = time.time()
+    describe = build_descriptor("resnet152")
+    X2 = describe_views(describe, store.views[:2])  # (N, D), both views averaged
+    X1 = describe_views(describe, store.views[:1])  # the original view alone
+    sizes = block_sizes(describe, 1024)
+    P3 = pooled(FeatureSet(store.views[:2], np.zeros(len(store.views[0]))))  # (N, 1024)
+    edges = np.cumsum([0, *sizes])
+    print(f"# descriptors {X2.shape} of 2 views in {time.time() - t0:.0f}s", flush=True)
+    rows: list[dict] = []
+
+    def add(name: str, k: int, pred: np.ndarray, y: np.ndarray, seconds: float) -> None:
+        rows.append({"model": name, "split": k, "rho": f"{spearman(pred, y):.6f}",
+                     "mse": f"{mse(pred, y):.6f}", "seconds": f"{seconds:.1f}"})  # fmt: skip
+
+    for k, s in enumerate(sets):
+        fit_recs = [r for r in s["train"] + s["val"] if os.fspath(r.path) in store.index]
+        test_recs = [r for r in s["test"] if os.fspath(r.path) in store.index]
+        itr = np.array([store.index[os.fspath(r.path)] for r in fit_recs])
+        ite = np.array([store.index[os.fspath(r.path)] for r in test_recs])
+        y, yt = np.array([r.score for r in fit_recs]), np.array([r.score for r in test_recs])
+        t = time.time()
+        w, b, _, _ = ridge_loo(P3[itr], y)
+        add("ridge, pooled layer3 (LOO), flips: the previous prior", k, P3[ite] @ w + b, yt,
+            time.time() - t)  # fmt: skip
+        for name, n in STEPS:
+            t = time.time()
+            cols = slice(0, edges[n])
+            prior, _ = fit_kernel_prior(describe, X2[itr, cols], y, sizes[:n])
+            pred = predict_kernel(prior, X2[ite, cols])
+            add(name, k, pred, yt, time.time() - t)
+        t = time.time()
+        prior, _ = fit_kernel_prior(describe, X1[itr], y, sizes)
+        add("the kernel prior without test-time flips", k, predict_kernel(prior, X1[ite]), yt,
+            time.time() - t)  # fmt: skip
+        with open(Path(args.head) / "predictions" / f"amnet-split{k}.csv", newline="") as f:
+            head = {r["image"]: float(r["prediction"]) for r in csv.DictReader(f)}
+        a = np.array([head[r.image_id] for r in test_recs])
+        add("AMNet head (flips), for reference", k, a, yt, 0)
+        m = PRIOR_MIX["amnet+kernel"]
+        for mix in (0.5, m):
+            add(f"AMNet head x {1 - mix:.1f} + kernel prior x {mix:.1f}", k,
+                (1 - mix) * a + mix * pred, yt, 0)  # fmt: skip
+        print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in rows[-11:]),
+              flush=True)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out, rows)
+    print(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Image descriptors for the kernel prior: fixed pooled statistics of the frozen trunk's map
+and of the trunk's own later layers (its "tail": for a ResNet cut after layer3, layer4 and the
+ImageNet classifier), concatenated block by block. Nothing here is trained.
+
+Blocks (each (B, C) after pooling; ``sqrt`` of post-ReLU activations, which evens out their
+heavy tails):
+  map_mean, map_centre, map_top, map_bottom   the trunk's map: whole, central half of each
+                                              side, top half, bottom half
+  tail_mean, tail_centre                      the tail's map (ResNet layer4), whole and centre
+  tail_logprob                                log(softmax(ImageNet logits) + 1e-4)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone import get_trunk_spec, load_classifier
+
+BLOCKS = ("map_mean", "map_centre", "map_top", "map_bottom", "tail_mean", "tail_centre",
+          "tail_logprob")  # fmt: skip
+TAIL_BLOCKS = {"tail_mean", "tail_centre", "tail_logprob"}
+LOGPROB_FLOOR = 1e-4
+
+
+def pool(m: torch.Tensor, region: str) -> torch.Tensor:
+    """sqrt of the mean of a non-negative map (B, C, H, W) over a region -> (B, C)."""
+    H, W = m.shape[-2:]
+    if region == "centre":
+        m = m[..., H // 4 : H - H // 4, W // 4 : W - W // 4]
+    elif region == "top":
+        m = m[..., : H // 2, :]
+    elif region == "bottom":
+        m = m[..., H - H // 2 :, :]
+    elif region != "mean":
+        raise ValueError(f"unknown region {region!r}")
+    return m.mean(dim=(-2, -1)).clamp_min(0).sqrt()
+
+
+class Descriptor(nn.Module):
+    """Trunk map (B, C, H, W) -> descriptor (B, D), the ``blocks`` concatenated in order.
+    ``tail`` (needed by the tail_* blocks) maps the trunk's map to (map, logits)."""
+
+    def __init__(self, blocks: tuple[str, ...], tail: nn.Module | None = None) -> None:
+        super().__init__()
+        unknown = set(blocks) - set(BLOCKS)
+        if unknown or not blocks:
+            raise ValueError(f"unknown descriptor blocks {sorted(unknown)}; known: {BLOCKS}")
+        if TAIL_BLOCKS & set(blocks) and tail is None:
+            raise ValueError(f"blocks {sorted(TAIL_BLOCKS & set(blocks))} need the trunk's tail")
+        self.blocks = tuple(blocks)
+        self.tail = tail
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.parts(feats), dim=1)  # (B, D)
+
+    def parts(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """The blocks, in order, each (B, C_block)."""
+        out: list[torch.Tensor] = []
+        y = logits = None
+        if self.tail is not None and TAIL_BLOCKS & set(self.blocks):
+            y, logits = self.tail(feats)  # (B, C4, H/2, W/2), (B, K)
+        for b in self.blocks:
+            src, _, kind = b.partition("_")
+            if kind == "logprob":
+                out.append(torch.log(torch.softmax(logits, dim=1) + LOGPROB_FLOOR))  # (B, K)
+            else:
+                out.append(pool(feats if src == "map" else y, kind))
+        return out
+
+
+def build_descriptor(trunk: str, blocks: tuple[str, ...] = BLOCKS) -> Descriptor:
+    """The descriptor of a registered trunk, its tail loaded (frozen, eval) from the trunk's
+    own weights (never from a checkpoint: amnet does not redistribute trunk weights)."""
+    tail = None
+    if TAIL_BLOCKS & set(blocks):
+        spec = get_trunk_spec(trunk)
+        net = load_classifier(trunk) if spec.weights else spec.build()
+        if not hasattr(net, "tail"):
+            raise ValueError(f"trunk {trunk!r} has no tail; use blocks without tail_*")
+        tail = net.tail()
+    d = Descriptor(blocks, tail).eval()
+    for p in d.parameters():
+        p.requires_grad_(False)
+    return d

@@ -1,0 +1,149 @@
+"""The kernel prior: descriptor blocks, kernel ridge fit, checkpoints without trunk tensors,
+test-time flips (predict, ONNX); the cv variant amnet+kernel is tested in test_cli_train.py."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import amnet
+from amnet.describe import BLOCKS, Descriptor, build_descriptor, pool
+from amnet.metrics import spearman
+from amnet.model import AMNetConfig, AMNetEnsemble, AMNetHead, KernelPrior
+from amnet.ridge import (
+    block_sizes,
+    describe_views,
+    fit_kernel_prior,
+    predict_kernel,
+    ridge_loo,
+)
+from amnet.runtime import RunOptions
+from amnet.weights import load_checkpoint, read_metadata, save_checkpoint
+
+
+def test_pool_regions_match_a_hand_computation():
+    m = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    torch.testing.assert_close(pool(m, "mean"), m.mean((2, 3)).sqrt())
+    torch.testing.assert_close(pool(m, "centre"), m[..., 2:6, 2:6].mean((2, 3)).sqrt())
+    torch.testing.assert_close(pool(m, "top"), m[..., :4, :].mean((2, 3)).sqrt())
+    torch.testing.assert_close(pool(m, "bottom"), m[..., 4:, :].mean((2, 3)).sqrt())
+    # odd sizes: top and bottom halves leave the middle row out, the centre keeps it
+    m7 = torch.rand(1, 2, 7, 7)
+    torch.testing.assert_close(pool(m7, "bottom"), m7[..., 4:, :].mean((2, 3)).sqrt())
+    torch.testing.assert_close(pool(m7, "centre"), m7[..., 1:6, 1:6].mean((2, 3)).sqrt())
+    with pytest.raises(ValueError, match="region"):
+        pool(m, "left")
+
+
+def test_descriptor_blocks_and_their_sizes(tiny_trunk_name):
+    d = build_descriptor(tiny_trunk_name)
+    feats = torch.rand(3, 16, 14, 14)
+    parts = d.parts(feats)
+    assert [p.shape[1] for p in parts] == block_sizes(d, 16) == [16, 16, 16, 16, 8, 8, 5]
+    torch.testing.assert_close(d(feats), torch.cat(parts, 1))
+    torch.testing.assert_close(parts[0], feats.mean((2, 3)).sqrt())
+    probs = parts[-1].exp() - 1e-4  # log(softmax + 1e-4) -> softmax
+    torch.testing.assert_close(probs.sum(1), torch.ones(3), atol=1e-5, rtol=0)
+    assert not any(p.requires_grad for p in d.parameters())
+    assert d.blocks == BLOCKS
+    with pytest.raises(ValueError, match="need the trunk's tail"):
+        Descriptor(("map_mean", "tail_mean"))
+    with pytest.raises(ValueError, match="unknown descriptor blocks"):
+        Descriptor(("map_left",))
+    assert Descriptor(("map_mean",))(feats).shape == (3, 16)  # no tail needed
+
+
+def _nonlinear_data(n, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = 0.5 + 0.1 * np.cos(1.5 * X[:, 0]) + 0.05 * X[:, 0] * X[:, 1]  # even: no linear trend
+    return X, y
+
+
+def test_kernel_prior_learns_a_nonlinear_function_a_ridge_cannot():
+    X, y = _nonlinear_data(300, 0)
+    Xt, yt = _nonlinear_data(200, 1)
+    prior, loo = fit_kernel_prior(Descriptor(("map_mean",)), X, y, [4])
+    got = predict_kernel(prior, Xt)
+    w, b, _, _ = ridge_loo(X, y)
+    assert loo > 0.8 and spearman(got, yt) > 0.8
+    assert spearman(Xt @ w + b, yt) < 0.3
+    assert got.min() >= 0 and got.max() <= 1
+
+
+def test_kernel_score_is_the_kernel_expansion_of_its_buffers():
+    X, y = _nonlinear_data(50, 2)
+    prior, _ = fit_kernel_prior(Descriptor(("map_mean",)), X, y, [2, 2])  # two blocks
+    Xt = np.random.default_rng(3).normal(size=(7, 4))
+    mu, sd = X.mean(0), X.std(0)
+    scale = np.concatenate([1 / ((np.maximum(sd[i:i + 2], 0.1 * sd[i:i + 2].mean()) + 1e-6)
+                                 * np.sqrt(2)) for i in (0, 2)])  # fmt: skip
+    Z, Zt = (X - mu) * scale, (Xt - mu) * scale
+    d2 = ((Zt[:, None] - Z[None]) ** 2).sum(-1)  # (7, 50)
+    d2_train = ((Z[:, None] - Z[None]) ** 2).sum(-1)
+    k = np.exp(-d2 / np.median(d2_train))
+    want = np.clip(k @ prior.coef.double().numpy() + y.mean(), 0, 1)
+    np.testing.assert_allclose(predict_kernel(prior, Xt), want, atol=1e-5)
+    with pytest.raises(ValueError, match="block sizes"):
+        fit_kernel_prior(Descriptor(("map_mean",)), X, y, [3])
+
+
+@pytest.fixture
+def kernel_checkpoint(tmp_path, tiny_trunk_name):
+    """A tiny ensemble (2 heads) + a kernel prior fitted on random maps, saved with tta."""
+    torch.manual_seed(0)
+    cfg = AMNetConfig(in_channels=16, proj_dim=8, att_dim=8, hidden_size=12, fc_dim=6)
+    heads = [AMNetHead(cfg).eval() for _ in range(2)]
+    with torch.no_grad():
+        for h in heads:  # random heads score everything alike; spread their scores out
+            h.fc2.weight.mul_(200.0)
+    d = build_descriptor(tiny_trunk_name)
+    maps = np.random.default_rng(0).random((40, 16, 14, 14)).astype(np.float32)
+    X = describe_views(d, [maps, maps[..., ::-1].copy()])
+    y = 0.5 + 0.1 * np.tanh(X[:, 0] - X[:, 0].mean())
+    prior, _ = fit_kernel_prior(d, X, y, block_sizes(d, 16))
+    ens = AMNetEnsemble(heads, prior, 0.8).eval()
+    path = save_checkpoint(tmp_path / "k.safetensors", ens, trunk=tiny_trunk_name, half=True,
+                           tta=True)  # fmt: skip
+    return path, ens
+
+
+def test_kernel_checkpoint_round_trip_leaves_the_trunk_tensors_out(kernel_checkpoint):
+    from safetensors import safe_open
+
+    path, ens = kernel_checkpoint
+    with safe_open(str(path), "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor("prior.support").dtype == torch.float16
+        assert f.get_tensor("prior.coef").dtype == torch.float32
+    assert not any(k.startswith("prior.describe.") for k in keys)
+    meta = read_metadata(path)
+    assert meta["tta"] is True and meta["prior"]["kind"] == "kernel"
+    assert meta["prior"]["blocks"] == list(BLOCKS)
+    loaded, _ = load_checkpoint(path)
+    assert isinstance(loaded.prior, KernelPrior)
+    x = torch.rand(6, 16, 14, 14)
+    with torch.inference_mode():
+        a, b = ens(x), loaded(x)
+    torch.testing.assert_close(b.score, a.score, atol=2e-3, rtol=0)  # float16 heads/support
+    torch.testing.assert_close(b.attention, a.attention, atol=2e-3, rtol=0)
+
+
+def test_test_time_flip_scores_an_image_and_its_mirror_alike(kernel_checkpoint, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    monkeypatch.setenv("AMNET_HOME", str(tmp_path / "home"))
+    path, _ = kernel_checkpoint
+    rng = np.random.default_rng(0)
+    a = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+    img, mirror = Image.fromarray(a), Image.fromarray(a[:, ::-1].copy())
+    p = amnet.load(path)  # the checkpoint says tta
+    assert p.tta
+    r, rm = p.predict([img, mirror])
+    assert r.score == pytest.approx(rm.score, abs=1e-5)
+    np.testing.assert_allclose(r.attention, rm.attention[..., ::-1], atol=1e-6)
+    single = amnet.load(path, options=RunOptions(tta=False))
+    s, sm = single.predict([img, mirror])
+    assert abs(s.score - sm.score) > 1e-4  # without flips the two differ: the test can fail
+    assert r.score == pytest.approx((s.score + sm.score) / 2, abs=0.05)  # near, not equal
+    onnx = amnet.load(path, options=RunOptions(runtime="onnx"))
+    assert onnx.predict(img).score == pytest.approx(r.score, abs=1e-5)
