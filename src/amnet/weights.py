@@ -196,11 +196,13 @@ register_model(
     PretrainedModel(
         name="amnet-lnsim-resnet152",
         file="amnet-lnsim-resnet152.safetensors",
-        sha256="626a76c7a92e78573f1bcc201843dcb4a701a1c93694a138fcf771365bd64b33",
+        sha256="b68315643d64c4a6b120dac03170c064478d5a935ea3ce5e6a73973183936ff7",
         trunk="resnet152",
         training_data=_LNSIM,
-        licence="head: MIT (amnet); trunk weights: ResMem licence, non-commercial research only",
-        description="3 AMNet heads (T=3) + ridge prior on ImageNet ResNet-152 layer3, LNSIM",
+        licence="head and prior: MIT (amnet); trunk weights (incl. the layer4 and classifier "
+        "the kernel prior's descriptor uses): ResMem licence, non-commercial research only",
+        description="3 AMNet heads (T=3) on ImageNet ResNet-152 layer3 + kernel prior (RBF "
+        "kernel ridge on layer3/layer4/ImageNet-class descriptors), test-time flips, LNSIM",
     )
 )
 register_alias("default", "amnet-lnsim-resnet152")
