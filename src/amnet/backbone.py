@@ -158,14 +158,15 @@ def resolve_weights(spec: TrunkSpec, path: str | os.PathLike | None = None) -> P
 def load_classifier(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
     """The full ImageNet classifier of a trunk, with its weights loaded strictly, in eval mode."""
     spec = get_trunk_spec(name)
-    net = spec.build()
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        net = spec.build()
     path = resolve_weights(spec, weights)
     # weights_only: never unpickle arbitrary objects; mmap: read only the tensors we keep
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     p = spec.weights.key_prefix if spec.weights else ""
     if p:
         state = {k[len(p) :]: v for k, v in state.items() if k.startswith(p)}
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(state, strict=True, assign=True)
     return net.eval()
 
 
