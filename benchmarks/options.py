@@ -38,6 +38,7 @@ VARIANTS = {  # whole batches through the trunk unless said otherwise
     "fold": RunOptions(channels_last=False, trunk_batch=0),
     "cl+fold": RunOptions(trunk_batch=0),
     "default": RunOptions(),  # channels-last + folded BatchNorm + the trunk on chunks of 8
+    "notta": RunOptions(tta=False),  # the default without test-time flips
     "onnx": RunOptions(runtime="onnx"),
     "bfloat16": RunOptions(bfloat16=True),
     "compile": RunOptions(compile=True),

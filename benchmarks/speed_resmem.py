@@ -127,7 +127,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=256, help="photos (default: %(default)s)")
     ap.add_argument("--batch-sizes", default="32,1")
-    ap.add_argument("--ours", default="torch", help="our runtimes, comma-separated: torch,onnx")
+    ap.add_argument("--ours", default="torch", help="our runtimes, comma-separated: torch,onnx; "
+                    "-notta (e.g. torch-notta) without test-time flips")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2, help="torch (and ORT) threads")
     ap.add_argument("--workers", type=int, default=2, help="decoding threads, both sides")
     ap.add_argument("--check", type=int, metavar="N", help="only the ResMem sanity check")
@@ -144,8 +145,11 @@ def main() -> int:
     header(f"ours vs ResMem on {args.n} LNSIM photos, batch sizes {args.batch_sizes}")
     model, trained = model_path()
     print(f"# ours: {model} ({'trained' if trained else 'untrained head, same speed'})")
-    ours = {f"ours-{r}": amnet.load(model, options=RunOptions(runtime=r)) for r in
-            args.ours.split(",")}  # fmt: skip
+    ours = {}
+    for r in args.ours.split(","):  # "torch", "onnx", "torch-notta", "onnx-notta"
+        runtime, _, notta = r.partition("-")
+        tta = False if notta == "notta" else None  # None: as the model says (flips on)
+        ours[f"ours-{r}"] = amnet.load(model, options=RunOptions(runtime=runtime, tta=tta))
     net = load_resmem()
     paths = photos(args.n)
     pool = ThreadPoolExecutor(args.workers)

@@ -147,3 +147,18 @@ def test_test_time_flip_scores_an_image_and_its_mirror_alike(kernel_checkpoint, 
     assert r.score == pytest.approx((s.score + sm.score) / 2, abs=0.05)  # near, not equal
     onnx = amnet.load(path, options=RunOptions(runtime="onnx"))
     assert onnx.predict(img).score == pytest.approx(r.score, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "build, stop", [("resnet50", "layer3"), ("efficientnet_lite2", "stride16")]
+)
+def test_trunk_then_tail_is_the_whole_classifier(build, stop):
+    from amnet.backbone import get_trunk_spec
+
+    torch.manual_seed(0)
+    net = get_trunk_spec(build).build().eval()  # random weights: the wiring is what is tested
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        y, logits = net.tail()(net.forward_features(x, stop))
+        torch.testing.assert_close(logits, net(x))
+    assert y.shape[-1] == 7  # the stride-32 map

@@ -99,9 +99,33 @@ class EfficientNetLite(nn.Module):
         self._blocks = self._blocks[: self._s32 + 1]
         self._conv_head, self._bn1, self._fc = nn.Identity(), nn.Identity(), nn.Identity()
 
+    def tail(self) -> nn.Module:
+        """The layers after the ``stride16`` cut, as their own module (shares their weights)."""
+        blocks = self._blocks[self._s32 :]
+        return EfficientNetTail(blocks[0], blocks[1:], self._conv_head, self._bn1, self._fc)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x)
         return self._fc(x.mean(dim=(2, 3)))  # (B, num_classes)
+
+
+class EfficientNetTail(nn.Module):
+    """From the ``stride16`` cut (the expansion of the first stride-32 block, (B, 720, H, W)
+    for Lite2) to the head: (head map (B, 1280, H/2, W/2), ImageNet logits (B, 1000))."""
+
+    def __init__(self, cut: MBConv, blocks, conv_head: nn.Module, bn: nn.Module,
+                 fc: nn.Linear) -> None:  # fmt: skip
+        super().__init__()
+        self.cut, self.blocks = cut, nn.ModuleList(blocks)
+        self.conv_head, self.bn, self.fc = conv_head, bn, fc
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cut  # the rest of the cut block (stride 2: no skip connection)
+        x = c._bn2(c._project_conv(F.relu6(c._bn1(c._depthwise_conv(x)))))  # (B, C, H/2, W/2)
+        for block in self.blocks:
+            x = block(x)
+        y = F.relu6(self.bn(self.conv_head(x)))  # (B, 1280, H/2, W/2)
+        return y, self.fc(y.mean(dim=(2, 3)))
 
 
 def efficientnet_lite2() -> EfficientNetLite:
