@@ -210,10 +210,11 @@ register_model(
     PretrainedModel(
         name="amnet-lnsim-efficientnet_lite2",
         file="amnet-lnsim-efficientnet_lite2.safetensors",
-        sha256="d175c62f9f9afbf44e4107a9c3997552bb89b0d11de62554f4c1fb4e3a25c84a",
+        sha256="a1ed716012edf1f75b4604c9f0ca78c7b8d990a544a1ec24898736a41ced2232",
         trunk="efficientnet_lite2",
         training_data=_LNSIM,
         licence="head: MIT (amnet); trunk weights: Apache-2.0",
-        description="3 AMNet heads (T=3) + ridge prior on EfficientNet-Lite2 (Apache-2.0), LNSIM",
+        description="3 AMNet heads (T=3) + kernel prior on EfficientNet-Lite2 (Apache-2.0), "
+        "LNSIM",
     )
 )
