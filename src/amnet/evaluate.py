@@ -181,10 +181,10 @@ class _KernelData:
         idx = self.store.index  # FeatureStore.featureset keeps the same records, in order
         return np.array([idx[os.fspath(r.path)] for r in records if os.fspath(r.path) in idx])
 
-    def predict(self, parts: dict) -> np.ndarray:
-        """Test predictions of the kernel prior fitted on train + val (by leave-one-out)."""
-        key = id(parts)
-        if key not in self.preds:
+    def predict(self, k: int, parts: dict) -> np.ndarray:
+        """Split k's test predictions of the kernel prior fitted on its train + val parts
+        (penalty by leave-one-out), computed once per split."""
+        if k not in self.preds:
             if self.X is None:
                 t0 = time.time()
                 self.describe = build_descriptor(self.cfg.trunk)
@@ -197,8 +197,8 @@ class _KernelData:
             y = np.array([r.score for r in parts["train"] + parts["val"]
                           if os.fspath(r.path) in self.store.index])  # fmt: skip
             prior, _ = fit_kernel_prior(self.describe, self.X[fit_rows], y, self.sizes)
-            self.preds[key] = predict_kernel(prior, self.X[self._rows(parts["test"])])
-        return self.preds[key]
+            self.preds[k] = predict_kernel(prior, self.X[self._rows(parts["test"])])
+        return self.preds[k]
 
 
 def run_cv(cfg: CVConfig, log=None) -> list[dict]:
@@ -236,7 +236,7 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
             t0 = time.time()
             change = VARIANTS[name]
             if name == "kernel":
-                pred = kernel.predict(sets[k])
+                pred = kernel.predict(k, sets[k])
             elif change is None:
                 pred = ridge_floor(train, val, test)
             else:
@@ -248,7 +248,7 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
                 pred = heads[mcfg]
                 mix = PRIOR_MIX.get(name, 0.0)
                 if name.endswith("+kernel"):
-                    pred = (1 - mix) * pred + mix * kernel.predict(sets[k])
+                    pred = (1 - mix) * pred + mix * kernel.predict(k, sets[k])
                 elif mix:
                     prior, _ = fit_prior(train, val)
                     prior_pred = predict_prior(prior, test, tta=cfg.train.tta_flip)

@@ -214,7 +214,6 @@ register_model(
         trunk="efficientnet_lite2",
         training_data=_LNSIM,
         licence="head: MIT (amnet); trunk weights: Apache-2.0",
-        description="3 AMNet heads (T=3) + kernel prior on EfficientNet-Lite2 (Apache-2.0), "
-        "LNSIM",
+        description="3 AMNet heads (T=3) + kernel prior on EfficientNet-Lite2 (Apache-2.0), LNSIM",
     )
 )
