@@ -17,7 +17,6 @@ test-time flips) from ``amnet cv``:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -29,14 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM  # noqa: E402
 
 from amnet.cache import FeatureSet, FeatureStore  # noqa: E402
-from amnet.data import DataConfig, load_records  # noqa: E402
 from amnet.describe import build_descriptor  # noqa: E402
-from amnet.evaluate import PRIOR_MIX, markdown_table, write_results  # noqa: E402
-from amnet.metrics import mse, spearman  # noqa: E402
+from amnet.evaluate import (  # noqa: E402
+    PRIOR_MIX,
+    CVConfig,
+    markdown_table,
+    read_predictions,
+    result_row,
+    split_records,
+    write_results,
+)
 from amnet.ridge import (  # noqa: E402
-    block_sizes,
-    describe_views,
     fit_kernel_prior,
+    kernel_features,
     pooled,
     predict_kernel,
     ridge_loo,
@@ -60,25 +64,21 @@ def main() -> int:
     ap.add_argument("--splits", type=int, default=25)
     args = ap.parse_args()
     root, out = Path(args.root), Path(args.out)
-    sets = []
-    for k in range(args.splits):
-        dc = DataConfig("isola", str(root), split=k, val_fraction=0.1, seed=k)
-        sets.append({p: load_records(dc, p) for p in ("train", "val", "test")})
+    cv = CVConfig("lnsim25", str(root), str(out))
+    sets = [split_records(cv, k) for k in range(args.splits)]
     paths = sorted({r.path for s in sets for p in s.values() for r in p})
     store = FeatureStore("resnet152", paths, flip=True, log=lambda m: print(m, file=sys.stderr))
     t0 = time.time()
     describe = build_descriptor("resnet152")
-    X2 = describe_views(describe, store.views[:2])  # (N, D), both views averaged
-    X1 = describe_views(describe, store.views[:1])  # the original view alone
-    sizes = block_sizes(describe, 1024)
+    X2, sizes = kernel_features(describe, store.views[:2])  # (N, D), both views averaged
+    X1, _ = kernel_features(describe, store.views[:1])  # the original view alone
     P3 = pooled(FeatureSet(store.views[:2], np.zeros(len(store.views[0]))))  # (N, 1024)
     edges = np.cumsum([0, *sizes])
     print(f"# descriptors {X2.shape} of 2 views in {time.time() - t0:.0f}s", flush=True)
     rows: list[dict] = []
 
     def add(name: str, k: int, pred: np.ndarray, y: np.ndarray, seconds: float) -> None:
-        rows.append({"model": name, "split": k, "rho": f"{spearman(pred, y):.6f}",
-                     "mse": f"{mse(pred, y):.6f}", "seconds": f"{seconds:.1f}"})  # fmt: skip
+        rows.append(result_row(name, k, pred, y, seconds))
 
     for k, s in enumerate(sets):
         fit_recs = [r for r in s["train"] + s["val"] if os.fspath(r.path) in store.index]
@@ -100,8 +100,7 @@ def main() -> int:
         prior, _ = fit_kernel_prior(describe, X1[itr], y, sizes)
         add("the kernel prior without test-time flips", k, predict_kernel(prior, X1[ite]), yt,
             time.time() - t)  # fmt: skip
-        with open(Path(args.head) / "predictions" / f"amnet-split{k}.csv", newline="") as f:
-            head = {r["image"]: float(r["prediction"]) for r in csv.DictReader(f)}
+        head = read_predictions(Path(args.head) / "predictions" / f"amnet-split{k}.csv")
         a = np.array([head[r.image_id] for r in test_recs])
         add("AMNet head (flips), for reference", k, a, yt, 0)
         m = PRIOR_MIX["amnet+kernel"]

@@ -37,9 +37,16 @@ from _speed_common import LNSIM  # noqa: E402
 
 from amnet.backbone import load_classifier  # noqa: E402
 from amnet.cache import FeatureStore  # noqa: E402
-from amnet.data import DataConfig, load_records, read_isola  # noqa: E402
-from amnet.evaluate import markdown_table, ridge_floor, write_results  # noqa: E402
-from amnet.metrics import mse, spearman  # noqa: E402
+from amnet.data import read_isola  # noqa: E402
+from amnet.evaluate import (  # noqa: E402
+    CVConfig,
+    markdown_table,
+    read_predictions,
+    result_row,
+    ridge_floor,
+    split_records,
+    write_results,
+)
 from amnet.ridge import ridge_loo  # noqa: E402
 
 
@@ -62,11 +69,6 @@ def pooled(views: list[np.ndarray], net=None, batch: int = 32) -> np.ndarray:
     return np.mean(out, axis=0)
 
 
-def read_predictions(path: Path) -> dict[str, float]:
-    with open(path, newline="") as f:
-        return {r["image"]: float(r["prediction"]) for r in csv.DictReader(f)}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=str(LNSIM))
@@ -78,10 +80,8 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(2)
     root, out = Path(args.root), Path(args.out)
-    sets = []
-    for k in range(args.splits):
-        dc = DataConfig("isola", str(root), split=k, val_fraction=0.1, seed=k)
-        sets.append({p: load_records(dc, p) for p in ("train", "val", "test")})
+    cv = CVConfig("lnsim25", str(root), str(out))
+    sets = [split_records(cv, k) for k in range(args.splits)]
     paths = sorted({r.path for s in sets for p in s.values() for r in p})
     store = FeatureStore("resnet152", paths, flip=True, log=lambda m: print(m, file=sys.stderr))
     names = [Path(p).name for p in paths if os.fspath(p) in store.index]
@@ -106,8 +106,7 @@ def main() -> int:
     rows: list[dict] = []
 
     def add(name: str, k: int, pred: np.ndarray, y: np.ndarray, seconds: float) -> None:
-        rows.append({"model": name, "split": k, "rho": f"{spearman(pred, y):.6f}",
-                     "mse": f"{mse(pred, y):.6f}", "seconds": f"{seconds:.1f}"})  # fmt: skip
+        rows.append(result_row(name, k, pred, y, seconds))
 
     for k, s in enumerate(sets):
         train, val, test = (store.featureset(s[p]) for p in ("train", "val", "test"))

@@ -29,9 +29,8 @@ from _speed_common import LNSIM  # noqa: E402
 from speed_resmem import load_resmem, resmem_tensor  # noqa: E402
 
 from amnet.data import DataConfig, load_records  # noqa: E402
-from amnet.evaluate import write_results  # noqa: E402
+from amnet.evaluate import result_row, write_results  # noqa: E402
 from amnet.hub import atomic_write  # noqa: E402
-from amnet.metrics import mse, spearman  # noqa: E402
 
 LAYERS = ("fc7", "fc9", "fc11")
 
@@ -100,8 +99,7 @@ def main() -> int:
         test = load_records(DataConfig("isola", str(root), split=k, seed=k), "test")
         pred = np.array([scores[Path(r.path).name] for r in test])
         truth = np.array([r.score for r in test])
-        rows.append({"model": "resmem-zeroshot", "split": k, "rho": f"{spearman(pred, truth):.6f}",
-                     "mse": f"{mse(pred, truth):.6f}", "seconds": "0"})  # fmt: skip
+        rows.append(result_row("resmem-zeroshot", k, pred, truth, 0))
     write_results(out, rows)
     print((out / "results.md").read_text())
     return 0

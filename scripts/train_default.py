@@ -28,7 +28,7 @@ from amnet.evaluate import PRIOR_MIX
 from amnet.hub import sha256_file
 from amnet.jobs import TrainJob, run_train
 from amnet.model import AMNetConfig, AMNetEnsemble
-from amnet.ridge import block_sizes, describe_views, fit_kernel_prior, fit_prior
+from amnet.ridge import fit_kernel_prior, fit_prior, kernel_features
 from amnet.train import TrainConfig
 from amnet.weights import save_checkpoint
 
@@ -82,8 +82,7 @@ def main() -> None:
             prior, loo_rho = fit_prior(data)
         else:
             describe = build_descriptor(args.trunk)
-            X = describe_views(describe, data)
-            sizes = block_sizes(describe, data.views[0].shape[1], data.views[0].shape[-1])
+            X, sizes = kernel_features(describe, data.views[: data.n_tta])
             prior, loo_rho = fit_kernel_prior(describe, X, data.targets, sizes)
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:

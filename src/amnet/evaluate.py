@@ -20,14 +20,7 @@ from .data import DataConfig, load_records
 from .describe import build_descriptor
 from .metrics import mse, spearman
 from .model import AMNetConfig
-from .ridge import (
-    block_sizes,
-    describe_views,
-    fit_kernel_prior,
-    fit_prior,
-    predict_kernel,
-    predict_prior,
-)
+from .ridge import fit_kernel_prior, fit_prior, kernel_features, predict_kernel, predict_prior
 from .train import TrainConfig, fit, predict_features
 
 PROTOCOLS = {"lamem5": ("lamem", 5, 1), "sun25": ("sun", 25, 1), "lnsim25": ("isola", 25, 0)}
@@ -112,6 +105,17 @@ def _data_config(cfg: CVConfig, k: int) -> DataConfig:
     return DataConfig(kind, cfg.root, split=k + base, val_fraction=cfg.val_fraction, seed=k)
 
 
+def split_records(cfg: CVConfig, k: int) -> dict[str, list]:
+    """The train, val and test records of split k (0-based) of ``cfg``'s protocol."""
+    return {p: load_records(_data_config(cfg, k), p) for p in ("train", "val", "test")}
+
+
+def result_row(model: str, split: int, pred, targets, seconds: float) -> dict:
+    """One row of ``results.csv``: Spearman rho and MSE of ``pred`` against ``targets``."""
+    return {"model": model, "split": split, "rho": f"{spearman(pred, targets):.6f}",
+            "mse": f"{mse(pred, targets):.6f}", "seconds": f"{seconds:.1f}"}  # fmt: skip
+
+
 def _read_results(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -126,6 +130,12 @@ def write_results(out: Path, rows: list[dict]) -> None:
         w.writerows(rows)
     with hub.atomic_write(out / "results.md", "w") as f:
         f.write(markdown_table(rows))
+
+
+def read_predictions(path: str | Path) -> dict[str, float]:
+    """{image: prediction} from a file written by ``write_predictions``."""
+    with open(path, newline="") as f:
+        return {r["image"]: float(r["prediction"]) for r in csv.DictReader(f)}
 
 
 def write_predictions(path: Path, test: FeatureSet, pred: np.ndarray) -> None:
@@ -177,9 +187,12 @@ class _KernelData:
         self.X: np.ndarray | None = None
         self.preds: dict[int, np.ndarray] = {}
 
-    def _rows(self, records) -> np.ndarray:
-        idx = self.store.index  # FeatureStore.featureset keeps the same records, in order
-        return np.array([idx[os.fspath(r.path)] for r in records if os.fspath(r.path) in idx])
+    def _kept(self, records) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the readable ``records`` (as FeatureStore.featureset keeps them, in order)
+        and their scores."""
+        idx = self.store.index
+        keep = [r for r in records if os.fspath(r.path) in idx]
+        return np.array([idx[os.fspath(r.path)] for r in keep]), np.array([r.score for r in keep])
 
     def predict(self, k: int, parts: dict) -> np.ndarray:
         """Split k's test predictions of the kernel prior fitted on its train + val parts
@@ -189,15 +202,11 @@ class _KernelData:
                 t0 = time.time()
                 self.describe = build_descriptor(self.cfg.trunk)
                 n = self.store.n_tta if self.cfg.train.tta_flip else 1
-                self.X = describe_views(self.describe, self.store.views[:n])
-                self.sizes = block_sizes(self.describe, self.store.views[0].shape[1],
-                                         self.store.views[0].shape[-1])  # fmt: skip
+                self.X, self.sizes = kernel_features(self.describe, self.store.views[:n])
                 self.log(f"kernel descriptors {self.X.shape} in {time.time() - t0:.0f}s")
-            fit_rows = self._rows(parts["train"] + parts["val"])
-            y = np.array([r.score for r in parts["train"] + parts["val"]
-                          if os.fspath(r.path) in self.store.index])  # fmt: skip
-            prior, _ = fit_kernel_prior(self.describe, self.X[fit_rows], y, self.sizes)
-            self.preds[k] = predict_kernel(prior, self.X[self._rows(parts["test"])])
+            rows, y = self._kept(parts["train"] + parts["val"])
+            prior, _ = fit_kernel_prior(self.describe, self.X[rows], y, self.sizes)
+            self.preds[k] = predict_kernel(prior, self.X[self._kept(parts["test"])[0]])
         return self.preds[k]
 
 
@@ -210,10 +219,7 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
     with hub.atomic_write(out / "config.json", "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
     splits = protocol_splits(cfg)
-    sets = {
-        k: {p: load_records(_data_config(cfg, k), p) for p in ("train", "val", "test")}
-        for k in splits
-    }
+    sets = {k: split_records(cfg, k) for k in splits}
     for k, s in sets.items():  # model selection must never see test images
         test_ids = {r.image_id for r in s["test"]}
         if test_ids & {r.image_id for r in s["train"] + s["val"]}:
@@ -254,13 +260,7 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
                     prior_pred = predict_prior(prior, test, tta=cfg.train.tta_flip)
                     pred = (1 - mix) * pred + mix * prior_pred
             write_predictions(out / "predictions" / f"{name}-split{k}.csv", test, pred)
-            row = {
-                "model": name,
-                "split": k,
-                "rho": f"{spearman(pred, test.targets):.6f}",
-                "mse": f"{mse(pred, test.targets):.6f}",
-                "seconds": f"{time.time() - t0:.1f}",
-            }
+            row = result_row(name, k, pred, test.targets, time.time() - t0)
             rows.append(row)
             write_results(out, rows)
             log(

@@ -191,8 +191,6 @@ class LinearPrior(nn.Module):
     def score(self, desc: torch.Tensor) -> torch.Tensor:
         return (desc @ self.weight + self.bias).clamp(0.0, 1.0)  # (B, C) @ (C,) -> (B,)
 
-    score_pooled = score
-
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.score(self.describe(feats))
 

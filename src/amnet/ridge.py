@@ -61,7 +61,7 @@ def fit_prior(*parts: FeatureSet) -> tuple[LinearPrior, float]:
 def predict_prior(prior: LinearPrior, data: FeatureSet, *, tta: bool = True) -> np.ndarray:
     """The prior's scores (N,) on the averaged pooled features of the test-time views (when
     ``tta``, as ``predict_features``) or of the original view."""
-    return prior.score_pooled(torch.from_numpy(pooled(data, tta=tta))).double().numpy()
+    return prior.score(torch.from_numpy(pooled(data, tta=tta))).double().numpy()
 
 
 # --- kernel prior: RBF kernel ridge on a richer descriptor (amnet.describe) ---------------
@@ -89,6 +89,13 @@ def block_sizes(describe: nn.Module, channels: int, size: int = 14) -> list[int]
     """The width of each block of ``describe`` (a trunk map of ``channels`` x size x size)."""
     with torch.inference_mode():
         return [p.shape[1] for p in describe.parts(torch.rand(1, channels, size, size))]
+
+
+def kernel_features(describe: nn.Module, views: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Descriptors (N, D) of cached maps averaged over ``views``, and each block's width: the
+    inputs of ``fit_kernel_prior``."""
+    X = describe_views(describe, views)
+    return X, block_sizes(describe, views[0].shape[1], views[0].shape[-1])
 
 
 def fit_kernel_prior(
