@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "runs" / "default"))
     ap.add_argument("--no-flip", action="store_true")
     ap.add_argument("--prior", choices=("ridge", "kernel"), default="ridge")
+    ap.add_argument("--kernel", choices=("laplace", "rbf"), default="laplace",
+                    help="the kernel prior's kernel (as amnet cv --kernel)")  # fmt: skip
     ap.add_argument("--prior-mix", type=float, help="0: the AMNet heads alone (default: "
                     "PRIOR_MIX of amnet.evaluate for the prior's cv variant)")  # fmt: skip
     ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
@@ -83,7 +85,7 @@ def main() -> None:
         else:
             describe = build_descriptor(args.trunk)
             X, sizes = kernel_features(describe, data.views[: data.n_tta])
-            prior, loo_rho = fit_kernel_prior(describe, X, data.targets, sizes)
+            prior, loo_rho = fit_kernel_prior(describe, X, data.targets, sizes, args.kernel)
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
@@ -103,6 +105,7 @@ def main() -> None:
         "config": cfg,
         "flip_augmentation": not args.no_flip,
         "prior": args.prior if args.prior_mix else None,
+        "kernel": args.kernel if args.prior_mix and args.prior == "kernel" else None,
         "prior_mix": args.prior_mix,
         "script": "scripts/train_default.py",
     }

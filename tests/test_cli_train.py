@@ -191,7 +191,8 @@ def test_amnet_plus_kernel_blends_the_amnet_head_with_the_kernel_prior(
     fit_on = store.featureset(recs["train"] + recs["val"])
     d = build_descriptor(tiny_trunk_name)
     prior, _ = fit_kernel_prior(d, describe_views(d, fit_on), fit_on.targets,
-                                block_sizes(d, 16))  # fmt: skip
+                                block_sizes(d, 16), cfg.kernel)  # fmt: skip
+    assert cfg.kernel == "laplace"  # the cv default: the shipped recipe's kernel
     test = store.featureset(recs["test"])
     want = predict_kernel(prior, describe_views(d, test))
     np.testing.assert_allclose([kern[i] for i in test.ids], want, atol=2e-6)

@@ -71,21 +71,26 @@ def test_kernel_prior_learns_a_nonlinear_function_a_ridge_cannot():
     assert got.min() >= 0 and got.max() <= 1
 
 
-def test_kernel_score_is_the_kernel_expansion_of_its_buffers():
+@pytest.mark.parametrize("kernel", ["rbf", "laplace"])
+def test_kernel_score_is_the_kernel_expansion_of_its_buffers(kernel):
     X, y = _nonlinear_data(50, 2)
-    prior, _ = fit_kernel_prior(Descriptor(("map_mean",)), X, y, [2, 2])  # two blocks
+    prior, _ = fit_kernel_prior(Descriptor(("map_mean",)), X, y, [2, 2], kernel)  # two blocks
     Xt = np.random.default_rng(3).normal(size=(7, 4))
     mu, sd = X.mean(0), X.std(0)
     scale = np.concatenate([1 / ((np.maximum(sd[i:i + 2], 0.1 * sd[i:i + 2].mean()) + 1e-6)
                                  * np.sqrt(2)) for i in (0, 2)])  # fmt: skip
     Z, Zt = (X - mu) * scale, (Xt - mu) * scale
-    d2 = ((Zt[:, None] - Z[None]) ** 2).sum(-1)  # (7, 50)
-    d2_train = ((Z[:, None] - Z[None]) ** 2).sum(-1)
-    k = np.exp(-d2 / np.median(d2_train))
+    d = ((Zt[:, None] - Z[None]) ** 2).sum(-1)  # (7, 50)
+    d_train = ((Z[:, None] - Z[None]) ** 2).sum(-1)
+    if kernel == "laplace":  # exp(-|z - s| / median), not squared
+        d, d_train = np.sqrt(d), np.sqrt(d_train)
+    k = np.exp(-d / np.median(d_train))
     want = np.clip(k @ prior.coef.double().numpy() + y.mean(), 0, 1)
     np.testing.assert_allclose(predict_kernel(prior, Xt), want, atol=1e-5)
     with pytest.raises(ValueError, match="block sizes"):
         fit_kernel_prior(Descriptor(("map_mean",)), X, y, [3])
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        fit_kernel_prior(Descriptor(("map_mean",)), X, y, [4], "cosine")
 
 
 @pytest.fixture
@@ -101,7 +106,7 @@ def kernel_checkpoint(tmp_path, tiny_trunk_name):
     maps = np.random.default_rng(0).random((40, 16, 14, 14)).astype(np.float32)
     X = describe_views(d, [maps, maps[..., ::-1].copy()])
     y = 0.5 + 0.1 * np.tanh(X[:, 0] - X[:, 0].mean())
-    prior, _ = fit_kernel_prior(d, X, y, block_sizes(d, 16))
+    prior, _ = fit_kernel_prior(d, X, y, block_sizes(d, 16), "laplace")
     ens = AMNetEnsemble(heads, prior, 0.8).eval()
     path = save_checkpoint(tmp_path / "k.safetensors", ens, trunk=tiny_trunk_name, half=True,
                            tta=True)  # fmt: skip
@@ -119,9 +124,9 @@ def test_kernel_checkpoint_round_trip_leaves_the_trunk_tensors_out(kernel_checkp
     assert not any(k.startswith("prior.describe.") for k in keys)
     meta = read_metadata(path)
     assert meta["tta"] is True and meta["prior"]["kind"] == "kernel"
-    assert meta["prior"]["blocks"] == list(BLOCKS)
+    assert meta["prior"]["blocks"] == list(BLOCKS) and meta["prior"]["kernel"] == "laplace"
     loaded, _ = load_checkpoint(path)
-    assert isinstance(loaded.prior, KernelPrior)
+    assert isinstance(loaded.prior, KernelPrior) and loaded.prior.kernel == "laplace"
     x = torch.rand(6, 16, 14, 14)
     with torch.inference_mode():
         a, b = ens(x), loaded(x)

@@ -256,6 +256,8 @@ def _cv(sub) -> None:
     )
     p.add_argument("--config", help="JSON with 'model' and 'train' sections")
     p.add_argument("--cache-root")
+    p.add_argument("--kernel", choices=["laplace", "rbf"], default="laplace",
+                   help="the kernel prior's kernel (variants kernel, amnet+kernel)")  # fmt: skip
     _add_model_args(p)
 
     def run(args) -> int:
@@ -289,6 +291,7 @@ def _cv(sub) -> None:
             flip=not args.no_flip,
             crops=args.crops or 0,
             cache_root=args.cache_root,
+            kernel=args.kernel,
         )
         rows = run_cv(cfg)
         for name, s in summarise(rows).items():

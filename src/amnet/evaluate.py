@@ -19,7 +19,7 @@ from .cache import CROP_VIEWS, FeatureSet, FeatureStore
 from .data import DataConfig, load_records
 from .describe import build_descriptor
 from .metrics import mse, spearman
-from .model import AMNetConfig
+from .model import KERNELS, AMNetConfig
 from .ridge import fit_kernel_prior, fit_prior, kernel_features, predict_kernel, predict_prior
 from .train import TrainConfig, fit, predict_features
 
@@ -52,6 +52,7 @@ class CVConfig:
     flip: bool = True  # cache the mirrored view (training augmentation and test-time flip)
     crops: int = 0  # cache this many crop views (training augmentation only)
     cache_root: str | None = None
+    kernel: str = "laplace"  # the kernel prior's kernel (amnet.model.KERNELS)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -64,6 +65,8 @@ class CVConfig:
             raise ValueError(f"{self.protocol} has splits 0..{n - 1}")
         if not 0 <= self.crops <= len(CROP_VIEWS):
             raise ValueError(f"crops must be in 0..{len(CROP_VIEWS)}, got {self.crops}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -205,7 +208,7 @@ class _KernelData:
                 self.X, self.sizes = kernel_features(self.describe, self.store.views[:n])
                 self.log(f"kernel descriptors {self.X.shape} in {time.time() - t0:.0f}s")
             rows, y = self._kept(parts["train"] + parts["val"])
-            prior, _ = fit_kernel_prior(self.describe, self.X[rows], y, self.sizes)
+            prior, _ = fit_kernel_prior(self.describe, self.X[rows], y, self.sizes, self.cfg.kernel)
             self.preds[k] = predict_kernel(prior, self.X[self._kept(parts["test"])[0]])
         return self.preds[k]
 

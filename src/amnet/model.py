@@ -195,18 +195,25 @@ class LinearPrior(nn.Module):
         return self.score(self.describe(feats))
 
 
+KERNELS = ("rbf", "laplace")
+
+
 class KernelPrior(nn.Module):
     """Kernel ridge regression on an image descriptor, on the [0, 1] scale:
-    ``sum_n coef_n exp(-gamma |z - s_n|^2) + bias`` with ``z = (describe(x) - mean) * scale``
-    and s_n the training images' scaled descriptors, clamped to [0, 1].
+    ``sum_n coef_n k(z, s_n) + bias`` with ``z = (describe(x) - mean) * scale`` and s_n the
+    training images' scaled descriptors, clamped to [0, 1]. ``kernel`` "rbf":
+    ``k = exp(-gamma |z - s_n|^2)``; "laplace": ``k = exp(-gamma |z - s_n|)``.
 
     ``describe`` (an ``amnet.describe.Descriptor``, frozen) is not part of the fitted state:
     checkpoints leave its tensors out and it is rebuilt from the trunk's weights. The buffers
     are set by ``amnet.ridge.fit_kernel_prior``, never by gradient descent."""
 
-    def __init__(self, describe: nn.Module, dim: int, n_support: int) -> None:
+    def __init__(self, describe: nn.Module, dim: int, n_support: int, kernel: str = "rbf") -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         self.describe = describe
+        self.kernel = kernel
         self.register_buffer("mean", torch.zeros(dim))  # (D,)
         self.register_buffer("scale", torch.ones(dim))  # (D,) 1 / (sd * sqrt(block size))
         self.register_buffer("support", torch.zeros(n_support, dim))  # (N, D) scaled
@@ -219,7 +226,8 @@ class KernelPrior(nn.Module):
         z = (desc.float() - self.mean) * self.scale  # (B, D)
         s = self.support.float()
         d2 = (z * z).sum(1, keepdim=True) + self.support_sq - 2.0 * z @ s.T  # (B, N)
-        k = torch.exp(-self.gamma * d2.clamp_min(0.0))  # (B, N)
+        d = d2.clamp_min(0.0)
+        k = torch.exp(-self.gamma * (d.sqrt() if self.kernel == "laplace" else d))  # (B, N)
         return (k @ self.coef + self.bias).clamp(0.0, 1.0)  # (B,)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:

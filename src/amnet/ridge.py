@@ -10,7 +10,7 @@ from torch import nn
 
 from .cache import FeatureSet
 from .metrics import spearman
-from .model import KernelPrior, LinearPrior
+from .model import KERNELS, KernelPrior, LinearPrior
 
 ALPHAS = 10.0 ** np.arange(-1, 6.5, 0.25)  # penalties tried, on standardised features
 
@@ -64,10 +64,11 @@ def predict_prior(prior: LinearPrior, data: FeatureSet, *, tta: bool = True) -> 
     return prior.score(torch.from_numpy(pooled(data, tta=tta))).double().numpy()
 
 
-# --- kernel prior: RBF kernel ridge on a richer descriptor (amnet.describe) ---------------
+# --- kernel prior: kernel ridge on a richer descriptor (amnet.describe) -------------------
 
 KERNEL_ALPHAS = 10.0 ** np.arange(-3, 4.01, 0.25)  # penalties tried, x the mean eigenvalue
-GAMMA = 1.0  # RBF width: exp(-GAMMA * d^2 / median d^2 between training images)
+GAMMA = 1.0  # width: exp(-GAMMA * d / median d between training images); d = |z - s|^2 (rbf)
+# or |z - s| (laplace)
 
 
 @torch.inference_mode()
@@ -99,12 +100,14 @@ def kernel_features(describe: nn.Module, views: list[np.ndarray]) -> tuple[np.nd
 
 
 def fit_kernel_prior(
-    describe: nn.Module, X: np.ndarray, y: np.ndarray, sizes: list[int]
+    describe: nn.Module, X: np.ndarray, y: np.ndarray, sizes: list[int], kernel: str = "rbf"
 ) -> tuple[KernelPrior, float]:
     """Kernel ridge on descriptors X (N, D) -> y (N,): each block standardised (sd floored
     at a tenth of the block's mean sd) and weighted by 1/sqrt(its width) so every block
-    counts alike, an RBF kernel with the median heuristic, and the penalty chosen by exact
-    leave-one-out Spearman rho on (X, y). Returns (prior, leave-one-out rho)."""
+    counts alike, an RBF or Laplacian ``kernel`` with the median heuristic, and the penalty
+    chosen by exact leave-one-out Spearman rho on (X, y). Returns (prior, leave-one-out rho)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     X = np.asarray(X, np.float64)
     mu, sd = X.mean(0), X.std(0)
     edges = np.cumsum([0, *sizes])
@@ -115,9 +118,11 @@ def fit_kernel_prior(
         scale[a:b] = 1.0 / ((np.maximum(sd[a:b], 0.1 * sd[a:b].mean()) + 1e-6) * np.sqrt(b - a))
     Z = (X - mu) * scale  # (N, D)
     sq = (Z * Z).sum(1)
-    D2 = np.maximum(sq[:, None] + sq[None] - 2.0 * Z @ Z.T, 0.0)  # (N, N)
-    gamma = GAMMA / float(np.median(D2))
-    lam, Q = np.linalg.eigh(np.exp(-gamma * D2))
+    D = np.maximum(sq[:, None] + sq[None] - 2.0 * Z @ Z.T, 0.0)  # (N, N) squared distances
+    if kernel == "laplace":
+        D = np.sqrt(D)
+    gamma = GAMMA / float(np.median(D))
+    lam, Q = np.linalg.eigh(np.exp(-gamma * D))
     lam = np.clip(lam, 0.0, None)
     ym = float(y.mean())
     Qy = Q.T @ (y - ym)
@@ -129,7 +134,7 @@ def fit_kernel_prior(
         rho = spearman(y - (y - fitted) / (1.0 - h), y)  # leave-one-out predictions
         if rho > best[0]:
             best = (rho, Q @ (Qy / (lam + a)))
-    prior = KernelPrior(describe, X.shape[1], len(X))
+    prior = KernelPrior(describe, X.shape[1], len(X), kernel)
     for name, value in (("mean", mu), ("scale", scale), ("support", Z), ("support_sq", sq),
                         ("coef", best[1]), ("bias", ym), ("gamma", gamma)):  # fmt: skip
         getattr(prior, name).copy_(torch.as_tensor(value, dtype=torch.float32))

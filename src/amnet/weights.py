@@ -172,7 +172,7 @@ def _prior_meta(prior: LinearPrior | KernelPrior | None) -> dict | None:
     if isinstance(prior, KernelPrior):
         n, dim = prior.support.shape
         return {"kind": "kernel", "blocks": list(prior.describe.blocks), "dim": dim,
-                "n_support": n}  # fmt: skip
+                "n_support": n, "kernel": prior.kernel}  # fmt: skip
     return {"kind": "linear"} if prior is not None else None
 
 
@@ -182,7 +182,8 @@ def _build_prior(meta: dict, channels: int) -> LinearPrior | KernelPrior:
         return LinearPrior(channels)
     if spec["kind"] == "kernel":
         describe = build_descriptor(meta["trunk"], tuple(spec["blocks"]))
-        return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]))
+        kernel = spec.get("kernel", "rbf")  # checkpoints before the Laplacian kernel: rbf
+        return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]), kernel)
     raise ValueError(f"unknown prior kind {spec['kind']!r} (a newer amnet?)")
 
 
