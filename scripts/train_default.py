@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
+
+import numpy as np
 
 from amnet.backbone import get_trunk_spec
 from amnet.cache import FeatureStore
 from amnet.data import DataConfig, read_split_file
-from amnet.describe import build_descriptor
+from amnet.describe import EXTRA_BLOCKS, build_descriptor, build_image_descriptor
 from amnet.evaluate import PRIOR_MIX
 from amnet.hub import sha256_file
 from amnet.jobs import TrainJob, run_train
 from amnet.model import AMNetConfig, AMNetEnsemble
-from amnet.ridge import fit_kernel_prior, fit_prior, kernel_features
+from amnet.ridge import extra_kernel_features, fit_kernel_prior, fit_prior, kernel_features
 from amnet.train import TrainConfig
 from amnet.weights import save_checkpoint
 
@@ -47,6 +50,8 @@ def main() -> None:
     ap.add_argument("--prior", choices=("ridge", "kernel"), default="ridge")
     ap.add_argument("--kernel", choices=("laplace", "rbf"), default="laplace",
                     help="the kernel prior's kernel (as amnet cv --kernel)")  # fmt: skip
+    ap.add_argument("--extra-trunk", help="a second trunk described by the kernel prior "
+                    "(as amnet cv --extra-trunk)")  # fmt: skip
     ap.add_argument("--prior-mix", type=float, help="0: the AMNet heads alone (default: "
                     "PRIOR_MIX of amnet.evaluate for the prior's cv variant)")  # fmt: skip
     ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
@@ -85,7 +90,14 @@ def main() -> None:
         else:
             describe = build_descriptor(args.trunk)
             X, sizes = kernel_features(describe, data.views[: data.n_tta])
-            prior, loo_rho = fit_kernel_prior(describe, X, data.targets, sizes, args.kernel)
+            extra = None
+            if args.extra_trunk:
+                paths = [os.fspath(r.path) for r in records if os.fspath(r.path) in store.index]
+                X2, sizes2 = extra_kernel_features(args.extra_trunk, paths, flip=not args.no_flip)
+                X, sizes = np.hstack([X, X2]), sizes + sizes2
+                main = get_trunk_spec(args.trunk).preprocess
+                extra = build_image_descriptor(args.extra_trunk, EXTRA_BLOCKS, main)
+            prior, loo_rho = fit_kernel_prior(describe, X, data.targets, sizes, args.kernel, extra)
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
@@ -106,6 +118,7 @@ def main() -> None:
         "flip_augmentation": not args.no_flip,
         "prior": args.prior if args.prior_mix else None,
         "kernel": args.kernel if args.prior_mix and args.prior == "kernel" else None,
+        "extra_trunk": args.extra_trunk,
         "prior_mix": args.prior_mix,
         "script": "scripts/train_default.py",
     }

@@ -186,16 +186,50 @@ def test_amnet_plus_kernel_blends_the_amnet_head_with_the_kernel_prior(
 
     head, blend, kern = preds("amnet"), preds("amnet+kernel"), preds("kernel")
     recs = {p: evaluate.load_records(_data_config(cfg, 0), p) for p in ("train", "val", "test")}
+    # the kernel prior's four views computed again, without the cache
+    assert cfg.kernel_views == ("orig", "flip", "crop4", "crop9") and cfg.kernel == "laplace"
     store = FeatureStore(tiny_trunk_name, sorted({r.path for v in recs.values() for r in v}),
-                         root=tmp_path / "c", log=lambda m: None)  # fmt: skip
+                         views=cfg.kernel_views, cache=False, log=lambda m: None)  # fmt: skip
     fit_on = store.featureset(recs["train"] + recs["val"])
     d = build_descriptor(tiny_trunk_name)
     prior, _ = fit_kernel_prior(d, describe_views(d, fit_on), fit_on.targets,
                                 block_sizes(d, 16), cfg.kernel)  # fmt: skip
-    assert cfg.kernel == "laplace"  # the cv default: the shipped recipe's kernel
     test = store.featureset(recs["test"])
     want = predict_kernel(prior, describe_views(d, test))
     np.testing.assert_allclose([kern[i] for i in test.ids], want, atol=2e-6)
     m = PRIOR_MIX["amnet+kernel"]
     expected = (1 - m) * np.array([head[i] for i in test.ids]) + m * want
     np.testing.assert_allclose([blend[i] for i in test.ids], expected, atol=2e-6)
+
+
+def test_cv_resumed_with_a_blend_reuses_the_saved_head(isola_root, tiny_trunk_name, tmp_path,
+                                                        monkeypatch):  # fmt: skip
+    """Adding amnet+kernel to a finished amnet run blends the saved head predictions instead
+    of training the head again."""
+    from amnet import evaluate
+    from amnet.evaluate import PRIOR_MIX, CVConfig
+    from amnet.model import AMNetConfig
+    from amnet.train import TrainConfig
+
+    kw = dict(splits=(0,), trunk=tiny_trunk_name, cache_root=str(tmp_path / "c"),
+              model=AMNetConfig(in_channels=16, proj_dim=8, att_dim=4, hidden_size=8, fc_dim=8),
+              train=TrainConfig(epochs=2))  # fmt: skip
+    out = str(tmp_path / "cv")
+    evaluate.run_cv(CVConfig("lnsim25", str(isola_root), out, variants=("amnet",), **kw),
+                    log=lambda m: None)  # fmt: skip
+
+    def no_training(*a, **k):
+        raise AssertionError("the head was trained again")
+
+    monkeypatch.setattr(evaluate, "fit", no_training)
+    cfg = CVConfig("lnsim25", str(isola_root), out, variants=("amnet", "amnet+kernel", "kernel"),
+                   **kw)  # fmt: skip
+    evaluate.run_cv(cfg, log=lambda m: None)
+
+    def preds(name):
+        return evaluate.read_predictions(tmp_path / "cv" / "predictions" / f"{name}-split0.csv")
+
+    head, blend, kern = preds("amnet"), preds("amnet+kernel"), preds("kernel")
+    m = PRIOR_MIX["amnet+kernel"]
+    for i in head:
+        assert blend[i] == pytest.approx((1 - m) * head[i] + m * kern[i], abs=2e-6)

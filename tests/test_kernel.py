@@ -106,7 +106,8 @@ def kernel_checkpoint(tmp_path, tiny_trunk_name):
     maps = np.random.default_rng(0).random((40, 16, 14, 14)).astype(np.float32)
     X = describe_views(d, [maps, maps[..., ::-1].copy()])
     y = 0.5 + 0.1 * np.tanh(X[:, 0] - X[:, 0].mean())
-    prior, _ = fit_kernel_prior(d, X, y, block_sizes(d, 16), "laplace")
+    views = ("orig", "flip", "crop4", "crop9")  # the shipped recipe's views
+    prior, _ = fit_kernel_prior(d, X, y, block_sizes(d, 16), "laplace", views=views)
     ens = AMNetEnsemble(heads, prior, 0.8).eval()
     path = save_checkpoint(tmp_path / "k.safetensors", ens, trunk=tiny_trunk_name, half=True,
                            tta=True)  # fmt: skip
@@ -125,8 +126,10 @@ def test_kernel_checkpoint_round_trip_leaves_the_trunk_tensors_out(kernel_checkp
     meta = read_metadata(path)
     assert meta["tta"] is True and meta["prior"]["kind"] == "kernel"
     assert meta["prior"]["blocks"] == list(BLOCKS) and meta["prior"]["kernel"] == "laplace"
+    assert meta["prior"]["views"] == ["orig", "flip", "crop4", "crop9"]
     loaded, _ = load_checkpoint(path)
     assert isinstance(loaded.prior, KernelPrior) and loaded.prior.kernel == "laplace"
+    assert loaded.prior.views == ("orig", "flip", "crop4", "crop9")
     x = torch.rand(6, 16, 14, 14)
     with torch.inference_mode():
         a, b = ens(x), loaded(x)
@@ -146,6 +149,19 @@ def test_test_time_flip_scores_an_image_and_its_mirror_alike(kernel_checkpoint, 
     r, rm = p.predict([img, mirror])
     assert r.score == pytest.approx(rm.score, abs=1e-5)
     np.testing.assert_allclose(r.attention, rm.attention[..., ::-1], atol=1e-6)
+    # by hand: heads on the image and its mirror, the prior on four views' mean descriptor
+    from amnet.backbone import create_trunk
+    from amnet.images import prepare
+    from amnet.views import apply_view
+
+    ens, trunk = p.head, create_trunk(read_metadata(path)["trunk"])
+    x = prepare(img, p.preprocess)[0][None]  # (1, 3, S, S)
+    with torch.inference_mode():
+        f = {v: trunk(apply_view(x, v)) for v in ("orig", "flip", "crop4", "crop9")}
+        heads = (ens._heads(f["orig"]).score + ens._heads(f["flip"]).score) / 2
+        desc = torch.stack([ens.prior.describe(m) for m in f.values()]).mean(0)
+        want = 0.2 * heads + 0.8 * ens.prior.score(desc)
+    assert r.score == pytest.approx(float(want), abs=1e-5)
     single = amnet.load(path, options=RunOptions(tta=False))
     s, sm = single.predict([img, mirror])
     assert abs(s.score - sm.score) > 1e-4  # without flips the two differ: the test can fail
@@ -167,3 +183,65 @@ def test_trunk_then_tail_is_the_whole_classifier(build, stop):
         y, logits = net.tail()(net.forward_features(x, stop))
         torch.testing.assert_close(logits, net(x))
     assert y.shape[-1] == 7  # the stride-32 map
+
+
+def test_image_descriptor_renormalises_the_main_trunks_input(tiny_trunk_name):
+    from amnet.backbone import Preprocess, create_trunk
+    from amnet.describe import EXTRA_BLOCKS, build_image_descriptor
+
+    unit = Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # main trunk: [0, 1] input
+    extra = build_image_descriptor(tiny_trunk_name, EXTRA_BLOCKS, unit)
+    raw = torch.rand(2, 3, 224, 224)
+    own = (raw - 0.5) / 0.25  # the tiny trunk's own preprocessing
+    with torch.inference_mode():
+        want = build_descriptor(tiny_trunk_name, EXTRA_BLOCKS)(create_trunk(tiny_trunk_name)(own))
+        torch.testing.assert_close(extra(raw), want, atol=1e-5, rtol=1e-5)
+    assert extra.blocks == EXTRA_BLOCKS and not any(p.requires_grad for p in extra.parameters())
+    with pytest.raises(ValueError, match="wants 224px"):
+        build_image_descriptor(tiny_trunk_name, EXTRA_BLOCKS, Preprocess(size=256))
+
+
+def test_kernel_prior_with_a_second_trunk_round_trips_and_exports(tiny_trunk_name, tmp_path,
+                                                                   monkeypatch):  # fmt: skip
+    """A prior whose descriptor appends a second trunk's (here the tiny trunk again, seeing
+    the images): the checkpoint leaves both trunks' tensors out, and torch, the reloaded
+    checkpoint and ONNX Runtime all score as the descriptor computed by hand says."""
+    from safetensors import safe_open
+
+    from amnet.backbone import create_trunk, get_trunk_spec
+    from amnet.describe import EXTRA_BLOCKS, build_image_descriptor
+
+    monkeypatch.setenv("AMNET_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    cfg = AMNetConfig(in_channels=16, proj_dim=8, att_dim=8, hidden_size=12, fc_dim=6)
+    heads = [AMNetHead(cfg).eval()]
+    trunk = create_trunk(tiny_trunk_name)
+    d = build_descriptor(tiny_trunk_name)
+    extra = build_image_descriptor(tiny_trunk_name, EXTRA_BLOCKS,
+                                   get_trunk_spec(tiny_trunk_name).preprocess)  # fmt: skip
+    x = torch.rand(40, 3, 224, 224)
+    with torch.inference_mode():
+        X = torch.cat([d(trunk(x)), extra(x)], 1).numpy()
+    y = 0.5 + 0.1 * np.tanh(X[:, -1] - X[:, -1].mean())  # depends on the extra block
+    sizes = block_sizes(d, 16) + [p.shape[1] for p in extra.describe.parts(trunk(x[:1]))]
+    prior, _ = fit_kernel_prior(d, X, y, sizes, "laplace", extra)
+    ens = AMNetEnsemble(heads, prior, 0.8).eval()
+    path = save_checkpoint(tmp_path / "k2.safetensors", ens, trunk=tiny_trunk_name, tta=False)
+    with safe_open(str(path), "pt") as f:
+        assert not any(k.startswith(("prior.describe.", "prior.extra.")) for k in f.keys())
+    assert read_metadata(path)["prior"]["extra"] == {"trunk": tiny_trunk_name,
+                                                      "blocks": list(EXTRA_BLOCKS)}  # fmt: skip
+    xt = torch.rand(3, 3, 224, 224)
+    with torch.inference_mode():
+        feats = trunk(xt)
+        want = 0.2 * ens._heads(feats).score + 0.8 * prior.score(
+            torch.cat([d(feats), extra(xt)], 1))  # fmt: skip
+        torch.testing.assert_close(ens(feats, xt).score, want)
+        with pytest.raises(ValueError, match="pass images"):
+            ens(feats)
+    p = amnet.load(path)
+    got = torch.tensor([r.score for r in p.predict_tensors(xt)])
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    onnx = amnet.load(path, options=RunOptions(runtime="onnx"))
+    got = torch.tensor([r.score for r in onnx.predict_tensors(xt)])
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)

@@ -6,9 +6,10 @@ folder) — and on the image's content (sha1 of the file bytes, the file name in
 entry is one float16 ``.npy`` file, written atomically, so a killed build resumes where it
 stopped; reads are memory-mapped.
 
-Views of the preprocessed image: "orig"; "flip", its mirror image; "crop0".."crop9", crops of
-7/8 of each side anchored at a corner or the centre and resized back to the input size (the
-training augmentation of issue 3, never averaged at test time; see ``apply_view``).
+Views of the preprocessed image (``amnet.views``): "orig"; "flip", its mirror image;
+"crop0".."crop9", crops of 7/8 of each side anchored at a corner or the centre and resized
+back to the input size (training augmentation; the centre crops are also test-time views of
+the kernel prior).
 """
 
 from __future__ import annotations
@@ -24,21 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import hub
 from .backbone import Preprocess, Trunk, create_trunk, get_trunk_spec, resolve_weights
 from .data import Record
 from .images import batched_images, iter_images
+from .views import CROP_VIEWS, TTA_VIEWS, VIEWS, apply_view, crop_geometry
+
+__all__ = ["CROP_VIEWS", "TTA_VIEWS", "VIEWS", "apply_view", "crop_geometry"]  # re-exported
 
 CACHE_VERSION = 1
-TTA_VIEWS = ("orig", "flip")  # the views averaged at test time
-CROP_SIDE = 0.875  # a crop view keeps 7/8 of each side of the preprocessed image
-# where crop k sits in the slack (top, left) as fractions; crop k + 5 is crop k mirrored. The
-# order spreads any first N crops over the image: top-left, bottom-right, top-right, ...
-CROP_ANCHORS = ((0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.5, 0.5))
-CROP_VIEWS = tuple(f"crop{k}" for k in range(2 * len(CROP_ANCHORS)))
-VIEWS = TTA_VIEWS + CROP_VIEWS
 _CONTENT: dict[tuple[str, int, int], str] = {}
 
 
@@ -61,36 +57,6 @@ def trunk_identity(trunk: Trunk) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def crop_geometry(view: str) -> dict | None:
-    """Where a crop view comes from (part of its cache key); None for "orig" and "flip"."""
-    if view not in CROP_VIEWS:
-        return None
-    k = int(view.removeprefix("crop"))
-    top, left = CROP_ANCHORS[k % len(CROP_ANCHORS)]
-    return {"side": CROP_SIDE, "top": top, "left": left, "mirror": k >= len(CROP_ANCHORS),
-            "resize": "bilinear, antialias"}  # fmt: skip
-
-
-def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
-    """One view of preprocessed images (B, 3, H, W) -> (B, 3, H, W): "orig" as it is, "flip"
-    mirrored left-right, "cropK" a crop of ``CROP_SIDE`` of each side placed by
-    ``CROP_ANCHORS[K % 5]`` in the slack, resized back to (H, W) (bilinear, antialiased) and
-    mirrored for K >= 5."""
-    if view == "orig":
-        return x
-    if view == "flip":
-        return x.flip(-1)
-    geo = crop_geometry(view)
-    if geo is None:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-    H, W = x.shape[-2:]
-    h, w = round(H * CROP_SIDE), round(W * CROP_SIDE)
-    top, left = round((H - h) * geo["top"]), round((W - w) * geo["left"])
-    x = x[..., top : top + h, left : left + w]  # (B, 3, h, w)
-    x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
-    return x.flip(-1) if geo["mirror"] else x  # (B, 3, H, W)
 
 
 @torch.inference_mode()
@@ -224,21 +190,25 @@ class FeatureSet:
 
 class FeatureStore:
     """The features of a set of images for every view, in memory, indexed by path: "orig",
-    "flip" (with ``flip``), then "crop0".."crop{crops-1}". With ``cache=True`` they come from
-    (and missing ones go to) the on-disk FeatureCache; with ``cache=False`` the trunk runs
-    directly — the results are identical."""
+    "flip" (with ``flip``), then "crop0".."crop{crops-1}" (or exactly ``views``, all of them
+    test-time views). With ``cache=True`` they come from (and missing ones go to) the on-disk
+    FeatureCache; with ``cache=False`` the trunk runs directly — the results are identical."""
 
     def __init__(
         self, trunk_name: str, paths: Sequence[str | os.PathLike], *, flip: bool = True,
         crops: int = 0, cache: bool = True, root: str | os.PathLike | None = None, log=print,
-        batch_size: int = 16, workers: int = 2,
+        batch_size: int = 16, workers: int = 2, views: Sequence[str] | None = None,
     ) -> None:  # fmt: skip
         if not 0 <= crops <= len(CROP_VIEWS):
             raise ValueError(f"crops must be in 0..{len(CROP_VIEWS)}, got {crops}")
+        if views is not None and (not views or set(views) - set(VIEWS)):
+            raise ValueError(f"views must be some of {VIEWS}, got {views}")
         trunk = create_trunk(trunk_name)
         pp = get_trunk_spec(trunk_name).preprocess
         self.names = TTA_VIEWS[: 2 if flip else 1] + CROP_VIEWS[:crops]
         self.n_tta = 2 if flip else 1
+        if views is not None:  # exactly these views, all of them test-time views
+            self.names, self.n_tta = tuple(views), len(views)
         self.views: list[np.ndarray] = []
         self.errors: dict[str, str] = {}
         self.seconds_building = 0.0

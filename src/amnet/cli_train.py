@@ -237,7 +237,7 @@ def _evaluate(sub) -> None:
 
 
 def _cv(sub) -> None:
-    from .evaluate import VARIANTS
+    from .evaluate import KERNEL_VIEWS, VARIANTS
 
     p = sub.add_parser(
         "cv",
@@ -258,6 +258,14 @@ def _cv(sub) -> None:
     p.add_argument("--cache-root")
     p.add_argument("--kernel", choices=["laplace", "rbf"], default="laplace",
                    help="the kernel prior's kernel (variants kernel, amnet+kernel)")  # fmt: skip
+    p.add_argument(
+        "--kernel-views",
+        default=",".join(KERNEL_VIEWS),
+        help="views the kernel prior averages over (default: %(default)s)",
+    )
+    p.add_argument("--extra-trunk", metavar="TRUNK",
+                   help="a second trunk whose descriptor the kernel prior appends "
+                   "(e.g. efficientnet_lite2)")  # fmt: skip
     _add_model_args(p)
 
     def run(args) -> int:
@@ -292,6 +300,8 @@ def _cv(sub) -> None:
             crops=args.crops or 0,
             cache_root=args.cache_root,
             kernel=args.kernel,
+            extra_trunk=args.extra_trunk,
+            kernel_views=tuple(v for v in args.kernel_views.split(",") if v),
         )
         rows = run_cv(cfg)
         for name, s in summarise(rows).items():

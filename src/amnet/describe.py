@@ -15,12 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import get_trunk_spec, load_classifier
+from .backbone import Preprocess, Trunk, get_trunk_spec, load_classifier
 
 BLOCKS = ("map_mean", "map_centre", "map_top", "map_bottom", "tail_mean", "tail_centre",
           "tail_logprob")  # fmt: skip
 TAIL_BLOCKS = {"tail_mean", "tail_centre", "tail_logprob"}
 LOGPROB_FLOOR = 1e-4
+EXTRA_BLOCKS = ("tail_mean", "tail_logprob")  # what a second trunk adds (ImageDescriptor)
 
 
 def pool(m: torch.Tensor, region: str) -> torch.Tensor:
@@ -80,6 +81,49 @@ def build_descriptor(trunk: str, blocks: tuple[str, ...] = BLOCKS) -> Descriptor
             raise ValueError(f"trunk {trunk!r} has no tail; use blocks without tail_*")
         tail = net.tail()
     d = Descriptor(blocks, tail).eval()
+    for p in d.parameters():
+        p.requires_grad_(False)
+    return d
+
+
+class ImageDescriptor(nn.Module):
+    """Another trunk's descriptor of the same images: images (B, 3, S, S), preprocessed for
+    the model's main trunk, are re-normalised for this trunk (same size), run through it and
+    described by ``describe`` -> (B, D). Frozen; rebuilt from the trunk's own weights."""
+
+    def __init__(self, trunk: nn.Module, describe: Descriptor, gain: torch.Tensor,
+                 shift: torch.Tensor) -> None:  # fmt: skip
+        super().__init__()
+        self.trunk, self.describe = trunk, describe
+        self.register_buffer("gain", gain.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        return self.describe.blocks
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.describe(self.trunk(images * self.gain + self.shift))  # (B, D)
+
+
+def build_image_descriptor(
+    trunk: str, blocks: tuple[str, ...], main: Preprocess
+) -> ImageDescriptor:
+    """``trunk``'s descriptor (``blocks``) of images preprocessed by ``main``: the trunk and
+    its tail come from one load of the trunk's weights."""
+    spec = get_trunk_spec(trunk)
+    own = spec.preprocess
+    if own.size != main.size or own.resample != main.resample:
+        raise ValueError(f"trunk {trunk!r} wants {own.size}px {own.resample} input, the main "
+                         f"trunk {main.size}px {main.resample}")  # fmt: skip
+    net = load_classifier(trunk) if spec.weights else spec.build()
+    tail = net.tail() if TAIL_BLOCKS & set(blocks) else None
+    if hasattr(net, "truncate"):
+        net.truncate(spec.stop)
+    # main: x = (raw - m) / s; own: x' = (raw - m') / s' = x * s / s' + (m - m') / s'
+    m, s, m2, s2 = (torch.tensor(v) for v in (main.mean, main.std, own.mean, own.std))
+    d = ImageDescriptor(Trunk(net, spec.stop, trunk), Descriptor(blocks, tail), s / s2,
+                        (m - m2) / s2).eval()  # fmt: skip
     for p in d.parameters():
         p.requires_grad_(False)
     return d

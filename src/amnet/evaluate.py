@@ -15,12 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from . import hub
-from .cache import CROP_VIEWS, FeatureSet, FeatureStore
+from .backbone import get_trunk_spec
+from .cache import CROP_VIEWS, VIEWS, FeatureSet, FeatureStore
 from .data import DataConfig, load_records
 from .describe import build_descriptor
 from .metrics import mse, spearman
 from .model import KERNELS, AMNetConfig
-from .ridge import fit_kernel_prior, fit_prior, kernel_features, predict_kernel, predict_prior
+from .ridge import (
+    extra_kernel_features,
+    fit_kernel_prior,
+    fit_prior,
+    kernel_features,
+    predict_kernel,
+    predict_prior,
+    store_views,
+)
 from .train import TrainConfig, fit, predict_features
 
 PROTOCOLS = {"lamem5": ("lamem", 5, 1), "sun25": ("sun", 25, 1), "lnsim25": ("isola", 25, 0)}
@@ -36,6 +45,7 @@ VARIANTS = {  # name -> changes to the AMNet configuration (None: ridge floor)
 }
 # weight of the prior in the score: the linear prior (ridge) or the kernel prior (kernel)
 PRIOR_MIX = {"amnet+ridge": 0.5, "amnet+kernel": 0.8}
+KERNEL_VIEWS = ("orig", "flip", "crop4", "crop9")  # the shipped recipe's kernel views
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,10 @@ class CVConfig:
     crops: int = 0  # cache this many crop views (training augmentation only)
     cache_root: str | None = None
     kernel: str = "laplace"  # the kernel prior's kernel (amnet.model.KERNELS)
+    extra_trunk: str | None = None  # a second trunk whose descriptor the kernel prior appends
+    # the views the kernel prior's descriptor is averaged over (with test-time flips; without,
+    # "orig" alone): the image, its mirror image and the centre crop of both (amnet.views)
+    kernel_views: tuple[str, ...] = KERNEL_VIEWS
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -67,6 +81,10 @@ class CVConfig:
             raise ValueError(f"crops must be in 0..{len(CROP_VIEWS)}, got {self.crops}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.extra_trunk is not None:
+            get_trunk_spec(self.extra_trunk)  # KeyError naming the registered trunks
+        if "orig" not in self.kernel_views or set(self.kernel_views) - set(VIEWS):
+            raise ValueError(f"kernel_views must include 'orig', from {VIEWS}: {self.kernel_views}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -204,8 +222,14 @@ class _KernelData:
             if self.X is None:
                 t0 = time.time()
                 self.describe = build_descriptor(self.cfg.trunk)
-                n = self.store.n_tta if self.cfg.train.tta_flip else 1
-                self.X, self.sizes = kernel_features(self.describe, self.store.views[:n])
+                views = self.cfg.kernel_views if self.cfg.train.tta_flip else ("orig",)
+                paths = sorted(self.store.index, key=self.store.index.get)  # row order
+                kw = dict(root=self.cfg.cache_root, log=self.log)
+                maps = store_views(self.cfg.trunk, paths, views, have=self.store, **kw)
+                self.X, self.sizes = kernel_features(self.describe, maps)
+                if self.cfg.extra_trunk:
+                    X2, sizes2 = extra_kernel_features(self.cfg.extra_trunk, paths, views, **kw)
+                    self.X, self.sizes = np.hstack([self.X, X2]), self.sizes + sizes2
                 self.log(f"kernel descriptors {self.X.shape} in {time.time() - t0:.0f}s")
             rows, y = self._kept(parts["train"] + parts["val"])
             prior, _ = fit_kernel_prior(self.describe, self.X[rows], y, self.sizes, self.cfg.kernel)
@@ -250,7 +274,12 @@ def run_cv(cfg: CVConfig, log=None) -> list[dict]:
                 pred = ridge_floor(train, val, test)
             else:
                 mcfg = dataclasses.replace(cfg.model, **change)
-                if mcfg not in heads:  # amnet and amnet+ridge share one trained head
+                base = name.partition("+")[0]  # amnet, amnet+ridge, amnet+kernel: one head
+                saved = out / "predictions" / f"{base}-split{k}.csv"
+                if mcfg not in heads and (base, k) in done and saved.is_file():
+                    got = read_predictions(saved)  # resumed: the head's saved predictions
+                    heads[mcfg] = np.array([got[i] for i in test.ids])
+                if mcfg not in heads:
                     tc = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
                     res = fit(mcfg, tc, train, val, progress=False)
                     heads[mcfg] = predict_features(res.head, test, tta=tc.tta_flip)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import __version__, hub
-from .model import AMNetEnsemble, AMNetHead, head_views, image_views
+from .model import AMNetEnsemble, AMNetHead, head_views, image_views, model_views
 from .runtime import Engine
 
 OPSET = 17
@@ -38,8 +38,8 @@ class _Graph(nn.Module):
         self.trunk, self.head, self.tta = trunk, head, tta
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        views, mirrored = image_views(x, self.tta)  # x: (B, 3, S, S)
-        out = head_views(self.head, [self.trunk(v) for v in views], mirrored)
+        views = image_views(x, model_views(self.head, self.tta))  # x: (B, 3, S, S) each
+        out = head_views(self.head, {v: self.trunk(t) for v, t in views.items()}, views)
         return out.score, out.step_scores, out.attention  # (B,), (B, T), (B, T, H, W)
 
 
@@ -82,8 +82,10 @@ def export_onnx(
 
 def _model_key(trunk: nn.Module, head: nn.Module, size: int, tta: bool) -> str:
     """A digest of everything the exported file depends on: every tensor, the input size, the
-    test-time views, the exporter (torch version, opset) and amnet's version."""
-    h = hashlib.sha256(f"{__version__}|{torch.__version__}|{OPSET}|{size}|{tta}".encode())
+    test-time views (flips, a kernel prior's crops), the exporter (torch version, opset) and
+    amnet's version."""
+    views = model_views(head, tta)
+    h = hashlib.sha256(f"{__version__}|{torch.__version__}|{OPSET}|{size}|{views}".encode())
     for prefix, module in (("trunk.", trunk), ("head.", head)):
         for name, t in module.state_dict().items():
             t = t.detach().cpu().contiguous()
@@ -160,7 +162,7 @@ def export_checkpoint(
         return out, None
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        views, mirrored = image_views(x, tta)
-        want = head_views(head, [trunk(v) for v in views], mirrored).score  # (2,)
+        views = image_views(x, model_views(head, tta))
+        want = head_views(head, {v: trunk(t) for v, t in views.items()}, views).score  # (2,)
     got = onnx_engine(out)(x)[0]
     return out, float((got - want).abs().max())

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .views import HEAD_VIEWS, TTA_VIEWS, VIEWS, apply_view
+
 
 @dataclass(frozen=True)
 class AMNetConfig:
@@ -188,6 +190,9 @@ class LinearPrior(nn.Module):
     def describe(self, feats: torch.Tensor) -> torch.Tensor:
         return feats.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
 
+    def features(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        return self.describe(feats)  # the images are not used
+
     def score(self, desc: torch.Tensor) -> torch.Tensor:
         return (desc @ self.weight + self.bias).clamp(0.0, 1.0)  # (B, C) @ (C,) -> (B,)
 
@@ -204,16 +209,25 @@ class KernelPrior(nn.Module):
     training images' scaled descriptors, clamped to [0, 1]. ``kernel`` "rbf":
     ``k = exp(-gamma |z - s_n|^2)``; "laplace": ``k = exp(-gamma |z - s_n|)``.
 
-    ``describe`` (an ``amnet.describe.Descriptor``, frozen) is not part of the fitted state:
-    checkpoints leave its tensors out and it is rebuilt from the trunk's weights. The buffers
-    are set by ``amnet.ridge.fit_kernel_prior``, never by gradient descent."""
+    The descriptor is ``describe`` (an ``amnet.describe.Descriptor`` of the trunk's map) and,
+    with ``extra`` (an ``amnet.describe.ImageDescriptor``: a second trunk that sees the
+    images), its blocks appended. Both are frozen and not part of the fitted state:
+    checkpoints leave their tensors out and they are rebuilt from the trunks' weights. The
+    buffers are set by ``amnet.ridge.fit_kernel_prior``, never by gradient descent."""
 
-    def __init__(self, describe: nn.Module, dim: int, n_support: int, kernel: str = "rbf") -> None:
+    def __init__(
+        self, describe: nn.Module, dim: int, n_support: int, kernel: str = "rbf",
+        extra: nn.Module | None = None, views: tuple[str, ...] = TTA_VIEWS,
+    ) -> None:  # fmt: skip
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if "orig" not in views or set(views) - set(VIEWS):
+            raise ValueError(f"views must include 'orig' and come from {VIEWS}, got {views}")
         self.describe = describe
+        self.extra = extra
         self.kernel = kernel
+        self.views = tuple(views)  # test-time views its descriptor is averaged over
         self.register_buffer("mean", torch.zeros(dim))  # (D,)
         self.register_buffer("scale", torch.ones(dim))  # (D,) 1 / (sd * sqrt(block size))
         self.register_buffer("support", torch.zeros(n_support, dim))  # (N, D) scaled
@@ -230,8 +244,24 @@ class KernelPrior(nn.Module):
         k = torch.exp(-self.gamma * (d.sqrt() if self.kernel == "laplace" else d))  # (B, N)
         return (k @ self.coef + self.bias).clamp(0.0, 1.0)  # (B,)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.score(self.describe(feats))
+    def features(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """The descriptor (B, D) of trunk maps ``feats`` and, with ``extra``, of ``images``."""
+        desc = self.describe(feats)
+        if self.extra is None:
+            return desc
+        if images is None:
+            raise ValueError("this kernel prior describes the images too: pass images")
+        return torch.cat([desc, self.extra(images)], dim=1)
+
+    def frozen_nets(self) -> list[nn.Module]:
+        """The networks the descriptor runs (a runtime may fold or re-lay them out)."""
+        nets = [getattr(self.describe, "tail", None)]
+        if self.extra is not None:
+            nets += [self.extra.trunk, getattr(self.extra.describe, "tail", None)]
+        return [n for n in nets if n is not None]
+
+    def forward(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        return self.score(self.features(feats, images))
 
 
 def _unmirror(att: torch.Tensor, mirrored: bool) -> torch.Tensor:
@@ -248,15 +278,21 @@ def average_views(outs: list[AMNetOutput], mirrored: list[bool]) -> AMNetOutput:
     return AMNetOutput(score, steps, att.mean(0), raw)
 
 
+def _head_outputs(head: nn.Module, feats: dict[str, torch.Tensor]) -> AMNetOutput:
+    """``head`` averaged over the head views ("orig", "flip") among ``feats``."""
+    names = [v for v in feats if v in HEAD_VIEWS]
+    return average_views([head(feats[v]) for v in names], [v == "flip" for v in names])
+
+
 class AMNetEnsemble(nn.Module):
     """Several AMNet heads on the same features; scores, step scores and attention maps are
     averaged (each averaged map still sums to 1). With a ``prior`` (a ``LinearPrior`` or a
     ``KernelPrior``), scores and step scores become ``(1 - prior_mix) * heads + prior_mix *
     prior``; the attention maps are the heads' alone.
 
-    ``forward_views`` scores several views of the same images (the original and its mirror
-    image): the heads' outputs are averaged over views, the prior scores the average of the
-    views' descriptors."""
+    ``forward_views`` scores several views of the same images (``amnet.views``): the heads'
+    outputs are averaged over "orig" and "flip", the prior scores the average of the
+    descriptors of its views (a ``KernelPrior``'s ``views``; "orig" and "flip" otherwise)."""
 
     def __init__(
         self, heads: list[AMNetHead], prior: LinearPrior | KernelPrior | None = None,
@@ -278,31 +314,47 @@ class AMNetEnsemble(nn.Module):
         outs = [h(feats) for h in self.heads]
         return AMNetOutput(*(torch.stack(t).mean(0) for t in zip(*outs, strict=True)))
 
-    def forward_views(self, views: list[torch.Tensor], mirrored: list[bool]) -> AMNetOutput:
-        out = average_views([self._heads(f) for f in views], mirrored)
+    def forward_views(
+        self, feats: dict[str, torch.Tensor], images: dict[str, torch.Tensor] | None = None
+    ) -> AMNetOutput:
+        """``feats``: the trunk map of each view, by view name; ``images``: the views
+        themselves (needed by a kernel prior with an ``extra`` descriptor)."""
+        out = _head_outputs(self._heads, feats)
         if self.prior is None:
             return out
-        desc = torch.stack([self.prior.describe(f) for f in views]).mean(0)  # (B, D)
-        m, p = self.prior_mix, self.prior.score(desc)  # p: (B,)
+        names = [v for v in feats if v in getattr(self.prior, "views", HEAD_VIEWS)]
+        images = images or {}
+        desc = torch.stack([self.prior.features(feats[v], images.get(v)) for v in names])
+        m, p = self.prior_mix, self.prior.score(desc.mean(0))  # desc: (V, B, D); p: (B,)
         score = (1 - m) * out.score + m * p  # (B,)
         steps = (1 - m) * out.step_scores + m * p.unsqueeze(1)  # (B, T)
         raw = (score - self.cfg.target_mean) * self.cfg.target_scale
         return AMNetOutput(score, steps, out.attention, raw)
 
-    def forward(self, feats: torch.Tensor) -> AMNetOutput:
-        return self.forward_views([feats], [False])
+    def forward(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> AMNetOutput:
+        return self.forward_views({"orig": feats}, None if images is None else {"orig": images})
 
 
-def image_views(x: torch.Tensor, tta: bool) -> tuple[list[torch.Tensor], list[bool]]:
-    """The views of images (B, 3, S, S) to score: the images, and with ``tta`` their mirror
-    images too; returns (views, which are mirrored)."""
-    return ([x, x.flip(-1)], [False, True]) if tta else ([x], [False])
+def model_views(head: nn.Module, tta: bool) -> tuple[str, ...]:
+    """The views of each image a model scores: "orig" alone without ``tta``; with it, the
+    head views ("orig", "flip") and those of its kernel prior."""
+    if not tta:
+        return ("orig",)
+    prior_views = getattr(getattr(head, "prior", None), "views", ())
+    return tuple(dict.fromkeys((*HEAD_VIEWS, *prior_views)))
+
+
+def image_views(x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The views ``names`` of images (B, 3, S, S), by name."""
+    return {v: apply_view(x, v) for v in names}
 
 
 def head_views(
-    head: AMNetHead | AMNetEnsemble, feats: list[torch.Tensor], mirrored: list[bool]
-) -> AMNetOutput:
-    """A head's output averaged over views' feature maps (``AMNetEnsemble.forward_views``)."""
+    head: AMNetHead | AMNetEnsemble, feats: dict[str, torch.Tensor],
+    images: dict[str, torch.Tensor] | None = None,
+) -> AMNetOutput:  # fmt: skip
+    """A head's output from the trunk maps of several views (``AMNetEnsemble.forward_views``);
+    ``images``: the views, for a prior that describes the images too."""
     if isinstance(head, AMNetEnsemble):
-        return head.forward_views(feats, mirrored)
-    return average_views([head(f) for f in feats], mirrored)
+        return head.forward_views(feats, images)
+    return _head_outputs(head, feats)

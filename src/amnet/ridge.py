@@ -4,13 +4,17 @@ each with its penalty chosen by exact leave-one-out (one decomposition, no refit
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
 
-from .cache import FeatureSet
+from .cache import FeatureSet, FeatureStore
+from .describe import EXTRA_BLOCKS, build_descriptor
 from .metrics import spearman
 from .model import KERNELS, KernelPrior, LinearPrior
+from .views import TTA_VIEWS
 
 ALPHAS = 10.0 ** np.arange(-1, 6.5, 0.25)  # penalties tried, on standardised features
 
@@ -99,13 +103,60 @@ def kernel_features(describe: nn.Module, views: list[np.ndarray]) -> tuple[np.nd
     return X, block_sizes(describe, views[0].shape[1], views[0].shape[-1])
 
 
+def store_views(
+    trunk: str,
+    paths: list[str],
+    views: tuple[str, ...],
+    *,
+    have: FeatureStore | None = None,
+    root=None,
+    log=print,
+) -> list[np.ndarray]:
+    """The cached maps of ``trunk`` for ``paths`` (in this order), one array per view of
+    ``views``; views already in ``have`` (a store of the same trunk) are taken from it."""
+    got = {}
+    if have is not None:
+        got = {v: (have, a) for v, a in zip(have.names, have.views, strict=False)}
+    need = tuple(v for v in views if v not in got)
+    if need:
+        store = FeatureStore(trunk, sorted(set(paths)), views=need, root=root, log=log)
+        got.update({v: (store, a) for v, a in zip(store.names, store.views, strict=True)})
+    out = []
+    for v in views:
+        store, a = got[v]
+        missing = [p for p in paths if os.fspath(p) not in store.index]
+        if missing:
+            raise ValueError(f"{len(missing)} images unreadable for {trunk!r}: {missing[:3]}")
+        out.append(a[[store.index[os.fspath(p)] for p in paths]])
+    return out
+
+
+def extra_kernel_features(
+    trunk: str, paths: list[str], views: tuple[str, ...] = TTA_VIEWS, *, root=None, log=print
+) -> tuple[np.ndarray, list[int]]:
+    """A second trunk's descriptors (N, D2) of the images ``paths`` (in this order; its
+    ``EXTRA_BLOCKS``, from its cached maps, averaged over ``views``) and each block's width:
+    the columns an ``extra`` descriptor appends to ``kernel_features``'."""
+    maps = store_views(trunk, paths, views, root=root, log=log)
+    return kernel_features(build_descriptor(trunk, EXTRA_BLOCKS), maps)
+
+
 def fit_kernel_prior(
-    describe: nn.Module, X: np.ndarray, y: np.ndarray, sizes: list[int], kernel: str = "rbf"
+    describe: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    sizes: list[int],
+    kernel: str = "rbf",
+    extra: nn.Module | None = None,
+    views: tuple[str, ...] = TTA_VIEWS,
 ) -> tuple[KernelPrior, float]:
     """Kernel ridge on descriptors X (N, D) -> y (N,): each block standardised (sd floored
     at a tenth of the block's mean sd) and weighted by 1/sqrt(its width) so every block
     counts alike, an RBF or Laplacian ``kernel`` with the median heuristic, and the penalty
-    chosen by exact leave-one-out Spearman rho on (X, y). Returns (prior, leave-one-out rho)."""
+    chosen by exact leave-one-out Spearman rho on (X, y). With ``extra`` (an
+    ``ImageDescriptor``) X's last columns are its descriptors; ``views``: the test-time views
+    X's rows were averaged over (the prior averages the same ones when it scores). Returns
+    (prior, leave-one-out rho)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     X = np.asarray(X, np.float64)
@@ -134,7 +185,7 @@ def fit_kernel_prior(
         rho = spearman(y - (y - fitted) / (1.0 - h), y)  # leave-one-out predictions
         if rho > best[0]:
             best = (rho, Q @ (Qy / (lam + a)))
-    prior = KernelPrior(describe, X.shape[1], len(X), kernel)
+    prior = KernelPrior(describe, X.shape[1], len(X), kernel, extra, views)
     for name, value in (("mean", mu), ("scale", scale), ("support", Z), ("support_sq", sq),
                         ("coef", best[1]), ("bias", ym), ("gamma", gamma)):  # fmt: skip
         getattr(prior, name).copy_(torch.as_tensor(value, dtype=torch.float32))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import AMNetEnsemble, AMNetHead, head_views, image_views
+from .model import AMNetEnsemble, AMNetHead, head_views, image_views, model_views
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # score, step_scores, attention
 Engine = Callable[[torch.Tensor], Outputs]
@@ -111,8 +111,9 @@ def torch_engine(
     are scored too and averaged in. The trunk is changed in place (folded BatchNorm,
     channels-last weights); what it computes stays the same."""
     fmt = torch.channels_last if options.channels_last else torch.contiguous_format
-    tail = getattr(getattr(getattr(head, "prior", None), "describe", None), "tail", None)
-    for net in (trunk, tail) if tail is not None else (trunk,):  # a kernel prior's layers too
+    prior = getattr(head, "prior", None)
+    nets = [trunk, *(prior.frozen_nets() if hasattr(prior, "frozen_nets") else [])]
+    for net in nets:  # a kernel prior's networks too
         if options.fold_bn:
             fold_batchnorm(net)
         net.to(memory_format=fmt)
@@ -134,9 +135,11 @@ def torch_engine(
             parts = [run_trunk(c) for c in (x.split(chunk) if chunk else (x,))]
         return (torch.cat(parts) if len(parts) > 1 else parts[0]).float()  # (B, C, S/16, S/16)
 
+    names = model_views(head, tta)
+
     def run(x: torch.Tensor) -> Outputs:
-        views, mirrored = image_views(x, tta)
-        return _outputs(head_views(head, [features(v) for v in views], mirrored))
+        views = image_views(x.to(device), names)
+        return _outputs(head_views(head, {v: features(t) for v, t in views.items()}, views))
 
     return run
 

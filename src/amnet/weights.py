@@ -16,10 +16,13 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__, hub
 from .backbone import Preprocess, get_trunk_spec
-from .describe import build_descriptor
+from .describe import build_descriptor, build_image_descriptor
 from .model import AMNetConfig, AMNetEnsemble, AMNetHead, KernelPrior, LinearPrior
+from .views import TTA_VIEWS
 
 FORMAT_VERSION = 1
+# frozen trunk layers inside a kernel prior: never written, rebuilt from the trunks' weights
+FROZEN_PREFIXES = ("prior.describe.", "prior.extra.")
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def save_checkpoint(
         "metrics": metrics or {},
     }
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()
-             if not k.startswith("prior.describe.")}  # fmt: skip
+             if not k.startswith(FROZEN_PREFIXES)}  # fmt: skip
     if half:
         # priors stay float32 (a bias is a score: float16 would round it by 2e-4), except the
         # kernel prior's support vectors (scaled descriptors, ~1e-2: float16 keeps 3 digits)
@@ -162,7 +165,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble,
         head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     missing, unexpected = head.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("prior.describe.")]  # from the trunk
+    missing = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]  # from the trunks
     if missing or unexpected:
         raise RuntimeError(f"{path}: tensors missing {missing}, unexpected {unexpected}")
     return head.eval(), meta
@@ -171,8 +174,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble,
 def _prior_meta(prior: LinearPrior | KernelPrior | None) -> dict | None:
     if isinstance(prior, KernelPrior):
         n, dim = prior.support.shape
+        extra = prior.extra
         return {"kind": "kernel", "blocks": list(prior.describe.blocks), "dim": dim,
-                "n_support": n, "kernel": prior.kernel}  # fmt: skip
+                "n_support": n, "kernel": prior.kernel, "views": list(prior.views),
+                "extra": {"trunk": extra.trunk.name, "blocks": list(extra.blocks)}
+                if extra is not None else None}  # fmt: skip
     return {"kind": "linear"} if prior is not None else None
 
 
@@ -183,7 +189,12 @@ def _build_prior(meta: dict, channels: int) -> LinearPrior | KernelPrior:
     if spec["kind"] == "kernel":
         describe = build_descriptor(meta["trunk"], tuple(spec["blocks"]))
         kernel = spec.get("kernel", "rbf")  # checkpoints before the Laplacian kernel: rbf
-        return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]), kernel)
+        extra = spec.get("extra")
+        if extra:
+            main = Preprocess.from_dict(meta["preprocess"])
+            extra = build_image_descriptor(extra["trunk"], tuple(extra["blocks"]), main)
+        views = tuple(spec.get("views", TTA_VIEWS))  # before crops: orig and flip
+        return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]), kernel, extra, views)
     raise ValueError(f"unknown prior kind {spec['kind']!r} (a newer amnet?)")
 
 
