@@ -27,11 +27,17 @@ from amnet.backbone import get_trunk_spec
 from amnet.cache import FeatureStore
 from amnet.data import DataConfig, read_split_file
 from amnet.describe import EXTRA_BLOCKS, build_descriptor, build_image_descriptor
-from amnet.evaluate import PRIOR_MIX
+from amnet.evaluate import KERNEL_VIEWS, PRIOR_MIX
 from amnet.hub import sha256_file
 from amnet.jobs import TrainJob, run_train
 from amnet.model import AMNetConfig, AMNetEnsemble
-from amnet.ridge import extra_kernel_features, fit_kernel_prior, fit_prior, kernel_features
+from amnet.ridge import (
+    extra_kernel_features,
+    fit_kernel_prior,
+    fit_prior,
+    kernel_features,
+    store_views,
+)
 from amnet.train import TrainConfig
 from amnet.weights import save_checkpoint
 
@@ -50,6 +56,11 @@ def main() -> None:
     ap.add_argument("--prior", choices=("ridge", "kernel"), default="ridge")
     ap.add_argument("--kernel", choices=("laplace", "rbf"), default="laplace",
                     help="the kernel prior's kernel (as amnet cv --kernel)")  # fmt: skip
+    ap.add_argument(
+        "--kernel-views",
+        default=",".join(KERNEL_VIEWS),
+        help="views the kernel prior averages over (as amnet cv --kernel-views)",
+    )
     ap.add_argument("--extra-trunk", help="a second trunk described by the kernel prior "
                     "(as amnet cv --extra-trunk)")  # fmt: skip
     ap.add_argument("--prior-mix", type=float, help="0: the AMNet heads alone (default: "
@@ -89,15 +100,19 @@ def main() -> None:
             prior, loo_rho = fit_prior(data)
         else:
             describe = build_descriptor(args.trunk)
-            X, sizes = kernel_features(describe, data.views[: data.n_tta])
+            views = tuple(args.kernel_views.split(",")) if not args.no_flip else ("orig",)
+            paths = [os.fspath(r.path) for r in records if os.fspath(r.path) in store.index]
+            maps = store_views(args.trunk, paths, views, have=store)  # rows: data's order
+            X, sizes = kernel_features(describe, maps)
             extra = None
             if args.extra_trunk:
-                paths = [os.fspath(r.path) for r in records if os.fspath(r.path) in store.index]
-                X2, sizes2 = extra_kernel_features(args.extra_trunk, paths, flip=not args.no_flip)
+                X2, sizes2 = extra_kernel_features(args.extra_trunk, paths, views)
                 X, sizes = np.hstack([X, X2]), sizes + sizes2
                 main = get_trunk_spec(args.trunk).preprocess
                 extra = build_image_descriptor(args.extra_trunk, EXTRA_BLOCKS, main)
-            prior, loo_rho = fit_kernel_prior(describe, X, data.targets, sizes, args.kernel, extra)
+            prior, loo_rho = fit_kernel_prior(
+                describe, X, data.targets, sizes, args.kernel, extra, views
+            )
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
@@ -119,6 +134,7 @@ def main() -> None:
         "prior": args.prior if args.prior_mix else None,
         "kernel": args.kernel if args.prior_mix and args.prior == "kernel" else None,
         "extra_trunk": args.extra_trunk,
+        "kernel_views": args.kernel_views if args.prior == "kernel" else None,
         "prior_mix": args.prior_mix,
         "script": "scripts/train_default.py",
     }

@@ -8,6 +8,9 @@ heavy tails):
                                               side, top half, bottom half
   tail_mean, tail_centre                      the tail's map (ResNet layer4), whole and centre
   tail_logprob                                log(softmax(ImageNet logits) + 1e-4)
+
+``ImageDescriptor`` describes the same images with a second trunk (``EXTRA_BLOCKS`` of its
+own tail: e.g. EfficientNet-Lite2's head features and log-probabilities).
 """
 
 from __future__ import annotations

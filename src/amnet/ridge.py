@@ -1,5 +1,5 @@
 """Priors fitted in closed form, blended with AMNet heads: ridge regression on globally pooled
-trunk features (``LinearPrior``) and RBF kernel ridge on a richer descriptor (``KernelPrior``),
+trunk features (``LinearPrior``) and kernel ridge on a richer descriptor (``KernelPrior``),
 each with its penalty chosen by exact leave-one-out (one decomposition, no refits)."""
 
 from __future__ import annotations

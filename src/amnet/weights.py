@@ -208,13 +208,14 @@ register_model(
     PretrainedModel(
         name="amnet-lnsim-resnet152",
         file="amnet-lnsim-resnet152.safetensors",
-        sha256="b68315643d64c4a6b120dac03170c064478d5a935ea3ce5e6a73973183936ff7",
+        sha256="c8eb7fcb8412ef055f384211bea23e42d4dcaa94773c496ff4fa24ed1d13eda1",
         trunk="resnet152",
         training_data=_LNSIM,
         licence="head and prior: MIT (amnet); trunk weights (incl. the layer4 and classifier "
         "the kernel prior's descriptor uses): ResMem licence, non-commercial research only",
-        description="3 AMNet heads (T=3) on ImageNet ResNet-152 layer3 + kernel prior (RBF "
-        "kernel ridge on layer3/layer4/ImageNet-class descriptors), test-time flips, LNSIM",
+        description="3 AMNet heads (T=3) on ImageNet ResNet-152 layer3 + kernel prior "
+        "(Laplacian kernel ridge on layer3/layer4/ImageNet-class descriptors averaged over the "
+        "image, its mirror and their centre crops), test-time flips, LNSIM",
     )
 )
 register_alias("default", "amnet-lnsim-resnet152")
