@@ -223,7 +223,7 @@ register_model(
     PretrainedModel(
         name="amnet-lnsim-efficientnet_lite2",
         file="amnet-lnsim-efficientnet_lite2.safetensors",
-        sha256="a1ed716012edf1f75b4604c9f0ca78c7b8d990a544a1ec24898736a41ced2232",
+        sha256="d15e3e3f32b78992222f6a71a63c3110d9c891eb63b4178376f90c2b302e880f",
         trunk="efficientnet_lite2",
         training_data=_LNSIM,
         licence="head: MIT (amnet); trunk weights: Apache-2.0",
