@@ -61,14 +61,14 @@ def quantise(fp32: Path, out: Path, calib: list[Path], pp, bs: int) -> float:
     import onnx
 
     convs = [n.name for n in onnx.load(str(pre)).graph.node
-             if n.op_type == "Conv" and "/prior/" not in n.name]  # fmt: skip
+             if n.op_type == "Conv" and n.name.startswith("/trunk/")]  # fmt: skip
     quantize_static(
         str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         op_types_to_quantize=["Conv"], nodes_to_quantize=convs,
     )  # fmt: skip
-    print(f"# quantised {len(convs)} convolutions (the trunk's; the kernel prior's layer4 and "
-          f"classifier stay float32) in {time.time() - t0:.0f}s: {out} "
+    print(f"# quantised {len(convs)} convolutions (the trunk's, every view; the descriptor's "
+          f"layer4, the classifier and the heads stay float32) in {time.time() - t0:.0f}s: {out} "
           f"({out.stat().st_size / 1e6:.0f} MB)", flush=True)  # fmt: skip
     return time.time() - t0
 
@@ -88,7 +88,7 @@ def main() -> int:
     trunk = create_trunk(meta["trunk"])
     pp = amnet.load("default").preprocess
     fp32 = cached_export(trunk, head, int(meta["preprocess"]["size"]), bool(meta.get("tta")))
-    int8 = Path(tempfile.gettempdir()) / f"amnet-int8-{fp32.stem}-{args.calib}.onnx"
+    int8 = Path(tempfile.gettempdir()) / f"amnet-int8t-{fp32.stem}-{args.calib}.onnx"
     if not int8.is_file():
         quantise(fp32, int8, photos(args.calib, CALIB_OFFSET), pp, 8)
     sessions = {
