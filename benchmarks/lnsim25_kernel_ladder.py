@@ -10,8 +10,8 @@ test-time flips) from ``amnet cv``:
 
     amnet cv --protocol lnsim25 --root ../shared/datasets/lnsim \\
         --config configs/lnsim25-cpu.json --variants amnet,amnet+kernel,kernel \\
-        --out runs/lnsim25-kernel
-    python benchmarks/lnsim25_kernel_ladder.py --head runs/lnsim25-kernel --out runs/ladder-kernel
+        --out runs/lnsim25-views
+    python benchmarks/lnsim25_kernel_ladder.py --head runs/lnsim25-views --out runs/ladder-kernel
 
 The last rows (this session's recipe) change the kernel to a Laplacian one, average the
 descriptor over the centre crops too (views orig, flip, crop4, crop9 of ``amnet.views``) and,
@@ -66,7 +66,7 @@ STEPS = (  # (row name, number of leading BLOCKS); BLOCKS order is the order of 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=str(LNSIM))
-    ap.add_argument("--head", default="runs/lnsim25-kernel", help="amnet cv output with amnet")
+    ap.add_argument("--head", default="runs/lnsim25-views", help="amnet cv output with amnet")
     ap.add_argument("--out", default="runs/ladder-kernel")
     ap.add_argument("--splits", type=int, default=25)
     ap.add_argument("--extra", default="efficientnet_lite2", help="second trunk ('' for none)")
