@@ -98,6 +98,7 @@ def main() -> int:
         rows.append(result_row(name, k, pred, y, seconds))
 
     for k, s in enumerate(sets):
+        start = len(rows)  # this split's rows are rows[start:]
         fit_recs = [r for r in s["train"] + s["val"] if os.fspath(r.path) in store.index]
         test_recs = [r for r in s["test"] if os.fspath(r.path) in store.index]
         itr = np.array([store.index[os.fspath(r.path)] for r in fit_recs])
@@ -124,7 +125,6 @@ def main() -> int:
         for mix in (0.5, m):
             add(f"AMNet head x {1 - mix:.1f} + kernel prior x {mix:.1f}", k,
                 (1 - mix) * a + mix * pred, yt, 0)  # fmt: skip
-        n0 = len(rows)
         loo, preds = {}, {}
         two = "Laplacian kernel (2 views)"
         four = "Laplacian kernel, 4 views (+ centre crop and its mirror): the new prior"
@@ -145,8 +145,8 @@ def main() -> int:
             preds[best], yt, 0)  # fmt: skip
         add(f"AMNet head x {1 - m:.1f} + the new prior x {m:.1f}: shipped", k,
             (1 - m) * a + m * new, yt, 0)  # fmt: skip
-        mine = rows[n0 - 11 :]  # this split's rows
-        print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in mine), flush=True)
+        print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in rows[start:]),
+              flush=True)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, rows)
     print(markdown_table(rows))

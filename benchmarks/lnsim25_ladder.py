@@ -109,6 +109,7 @@ def main() -> int:
         rows.append(result_row(name, k, pred, y, seconds))
 
     for k, s in enumerate(sets):
+        start = len(rows)  # this split's rows are rows[start:]
         train, val, test = (store.featureset(s[p]) for p in ("train", "val", "test"))
         y = test.targets
         ite = [row_of[Path(r.path).name] for r in s["test"] if r.image_id in set(test.ids)]
@@ -138,7 +139,7 @@ def main() -> int:
         add("AMNet (flips) + ridge (LOO), averaged", k, (a + r3) / 2, y, 0)
         add("AMNet (flips) + ridge with ResMem fc, averaged", k, (a + r_rm) / 2, y, 0)
         rows.append({**resmem_rows[k], "model": "ResMem zero-shot"})
-        print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in rows[-11:]),
+        print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in rows[start:]),
               flush=True)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, rows)

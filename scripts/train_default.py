@@ -21,8 +21,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from amnet.backbone import get_trunk_spec
 from amnet.cache import FeatureStore
 from amnet.data import DataConfig, read_split_file
@@ -31,13 +29,7 @@ from amnet.evaluate import KERNEL_VIEWS, PRIOR_MIX
 from amnet.hub import sha256_file
 from amnet.jobs import TrainJob, run_train
 from amnet.model import AMNetConfig, AMNetEnsemble
-from amnet.ridge import (
-    extra_kernel_features,
-    fit_kernel_prior,
-    fit_prior,
-    kernel_features,
-    store_views,
-)
+from amnet.ridge import fit_kernel_prior, fit_prior, prior_features
 from amnet.train import TrainConfig
 from amnet.weights import save_checkpoint
 
@@ -102,12 +94,11 @@ def main() -> None:
             describe = build_descriptor(args.trunk)
             views = tuple(args.kernel_views.split(",")) if not args.no_flip else ("orig",)
             paths = [os.fspath(r.path) for r in records if os.fspath(r.path) in store.index]
-            maps = store_views(args.trunk, paths, views, have=store)  # rows: data's order
-            X, sizes = kernel_features(describe, maps)
+            X, sizes = prior_features(
+                describe, args.trunk, paths, views, have=store, extra_trunk=args.extra_trunk
+            )  # rows: data's order
             extra = None
             if args.extra_trunk:
-                X2, sizes2 = extra_kernel_features(args.extra_trunk, paths, views)
-                X, sizes = np.hstack([X, X2]), sizes + sizes2
                 main = get_trunk_spec(args.trunk).preprocess
                 extra = build_image_descriptor(args.extra_trunk, EXTRA_BLOCKS, main)
             prior, loo_rho = fit_kernel_prior(

@@ -30,7 +30,7 @@ from . import hub
 from .backbone import Preprocess, Trunk, create_trunk, get_trunk_spec, resolve_weights
 from .data import Record
 from .images import batched_images, iter_images
-from .views import CROP_VIEWS, TTA_VIEWS, VIEWS, apply_view, crop_geometry
+from .views import CROP_VIEWS, TTA_VIEWS, VIEWS, apply_view, check_views, crop_geometry
 
 __all__ = ["CROP_VIEWS", "TTA_VIEWS", "VIEWS", "apply_view", "crop_geometry"]  # re-exported
 
@@ -201,8 +201,8 @@ class FeatureStore:
     ) -> None:  # fmt: skip
         if not 0 <= crops <= len(CROP_VIEWS):
             raise ValueError(f"crops must be in 0..{len(CROP_VIEWS)}, got {crops}")
-        if views is not None and (not views or set(views) - set(VIEWS)):
-            raise ValueError(f"views must be some of {VIEWS}, got {views}")
+        if views is not None:
+            check_views(views)
         trunk = create_trunk(trunk_name)
         pp = get_trunk_spec(trunk_name).preprocess
         self.names = TTA_VIEWS[: 2 if flip else 1] + CROP_VIEWS[:crops]

@@ -112,8 +112,9 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the trunk (needs a C++ compiler; slow start)")  # fmt: skip
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="also score each image's mirror image and average (twice the work); "
-                   "default: as the model was measured (on for the shipped models)")  # fmt: skip
+                   help="test-time views: also score each image's mirror image (and, for a "
+                   "kernel prior fitted so, centre crops) and average; default: as the model "
+                   "was measured (on for the shipped default)")  # fmt: skip
 
 
 def _run_options(args: argparse.Namespace):

@@ -73,20 +73,28 @@ class Descriptor(nn.Module):
         return out
 
 
+def _classifier(trunk: str) -> nn.Module:
+    """A registered trunk's whole ImageNet classifier, from its own weights when it has any."""
+    spec = get_trunk_spec(trunk)
+    return load_classifier(trunk) if spec.weights else spec.build()
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
 def build_descriptor(trunk: str, blocks: tuple[str, ...] = BLOCKS) -> Descriptor:
     """The descriptor of a registered trunk, its tail loaded (frozen, eval) from the trunk's
     own weights (never from a checkpoint: amnet does not redistribute trunk weights)."""
     tail = None
     if TAIL_BLOCKS & set(blocks):
-        spec = get_trunk_spec(trunk)
-        net = load_classifier(trunk) if spec.weights else spec.build()
+        net = _classifier(trunk)
         if not hasattr(net, "tail"):
             raise ValueError(f"trunk {trunk!r} has no tail; use blocks without tail_*")
         tail = net.tail()
-    d = Descriptor(blocks, tail).eval()
-    for p in d.parameters():
-        p.requires_grad_(False)
-    return d
+    return _frozen(Descriptor(blocks, tail))
 
 
 class ImageDescriptor(nn.Module):
@@ -119,14 +127,11 @@ def build_image_descriptor(
     if own.size != main.size or own.resample != main.resample:
         raise ValueError(f"trunk {trunk!r} wants {own.size}px {own.resample} input, the main "
                          f"trunk {main.size}px {main.resample}")  # fmt: skip
-    net = load_classifier(trunk) if spec.weights else spec.build()
+    net = _classifier(trunk)
     tail = net.tail() if TAIL_BLOCKS & set(blocks) else None
     if hasattr(net, "truncate"):
         net.truncate(spec.stop)
     # main: x = (raw - m) / s; own: x' = (raw - m') / s' = x * s / s' + (m - m') / s'
     m, s, m2, s2 = (torch.tensor(v) for v in (main.mean, main.std, own.mean, own.std))
-    d = ImageDescriptor(Trunk(net, spec.stop, trunk), Descriptor(blocks, tail), s / s2,
-                        (m - m2) / s2).eval()  # fmt: skip
-    for p in d.parameters():
-        p.requires_grad_(False)
-    return d
+    return _frozen(ImageDescriptor(Trunk(net, spec.stop, trunk), Descriptor(blocks, tail),
+                                   s / s2, (m - m2) / s2))  # fmt: skip

@@ -16,21 +16,14 @@ import numpy as np
 
 from . import hub
 from .backbone import get_trunk_spec
-from .cache import CROP_VIEWS, VIEWS, FeatureSet, FeatureStore
+from .cache import CROP_VIEWS, FeatureSet, FeatureStore
 from .data import DataConfig, load_records
 from .describe import build_descriptor
 from .metrics import mse, spearman
 from .model import KERNELS, AMNetConfig
-from .ridge import (
-    extra_kernel_features,
-    fit_kernel_prior,
-    fit_prior,
-    kernel_features,
-    predict_kernel,
-    predict_prior,
-    store_views,
-)
+from .ridge import fit_kernel_prior, fit_prior, predict_kernel, predict_prior, prior_features
 from .train import TrainConfig, fit, predict_features
+from .views import check_views
 
 PROTOCOLS = {"lamem5": ("lamem", 5, 1), "sun25": ("sun", 25, 1), "lnsim25": ("isola", 25, 0)}
 VARIANTS = {  # name -> changes to the AMNet configuration (None: ridge floor)
@@ -83,8 +76,7 @@ class CVConfig:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.extra_trunk is not None:
             get_trunk_spec(self.extra_trunk)  # KeyError naming the registered trunks
-        if "orig" not in self.kernel_views or set(self.kernel_views) - set(VIEWS):
-            raise ValueError(f"kernel_views must include 'orig', from {VIEWS}: {self.kernel_views}")
+        check_views(self.kernel_views, with_orig=True)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -224,12 +216,10 @@ class _KernelData:
                 self.describe = build_descriptor(self.cfg.trunk)
                 views = self.cfg.kernel_views if self.cfg.train.tta_flip else ("orig",)
                 paths = sorted(self.store.index, key=self.store.index.get)  # row order
-                kw = dict(root=self.cfg.cache_root, log=self.log)
-                maps = store_views(self.cfg.trunk, paths, views, have=self.store, **kw)
-                self.X, self.sizes = kernel_features(self.describe, maps)
-                if self.cfg.extra_trunk:
-                    X2, sizes2 = extra_kernel_features(self.cfg.extra_trunk, paths, views, **kw)
-                    self.X, self.sizes = np.hstack([self.X, X2]), self.sizes + sizes2
+                self.X, self.sizes = prior_features(
+                    self.describe, self.cfg.trunk, paths, views, have=self.store,
+                    extra_trunk=self.cfg.extra_trunk, root=self.cfg.cache_root, log=self.log,
+                )  # fmt: skip
                 self.log(f"kernel descriptors {self.X.shape} in {time.time() - t0:.0f}s")
             rows, y = self._kept(parts["train"] + parts["val"])
             prior, _ = fit_kernel_prior(self.describe, self.X[rows], y, self.sizes, self.cfg.kernel)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import __version__, hub
-from .model import AMNetEnsemble, AMNetHead, head_views, image_views, model_views
+from .model import AMNetEnsemble, AMNetHead, model_views, score_images
 from .runtime import Engine
 
 OPSET = 17
@@ -38,8 +38,7 @@ class _Graph(nn.Module):
         self.trunk, self.head, self.tta = trunk, head, tta
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        views = image_views(x, model_views(self.head, self.tta))  # x: (B, 3, S, S) each
-        out = head_views(self.head, {v: self.trunk(t) for v, t in views.items()}, views)
+        out = score_images(self.trunk, self.head, x, self.tta)  # x: (B, 3, S, S)
         return out.score, out.step_scores, out.attention  # (B,), (B, T), (B, T, H, W)
 
 
@@ -58,7 +57,8 @@ def export_onnx(
 ) -> Path:  # fmt: skip
     """Write trunk + head as one ONNX graph (dynamic batch, ``size`` x ``size`` input)
     atomically, with ``meta`` (the checkpoint's metadata) stored in the file; with ``tta``
-    the graph also scores the mirror images and averages them in."""
+    the graph also scores the model's test-time views (the mirror images, a kernel prior's
+    crops) and averages them in."""
     onnx = _need("onnx")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def onnx_engine(
     tta: bool = False,
 ) -> Engine:  # fmt: skip
     """An engine running an exported file (its test-time views baked in), or ``trunk`` +
-    ``head`` exported into the cache (with ``tta``: mirror images averaged in)."""
+    ``head`` exported into the cache (with ``tta``: the test-time views averaged in)."""
     if session is None:
         if path is None:
             if trunk is None or head is None:
@@ -162,7 +162,6 @@ def export_checkpoint(
         return out, None
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        views = image_views(x, model_views(head, tta))
-        want = head_views(head, {v: trunk(t) for v, t in views.items()}, views).score  # (2,)
+        want = score_images(trunk, head, x, tta).score  # (2,)
     got = onnx_engine(out)(x)[0]
     return out, float((got - want).abs().max())

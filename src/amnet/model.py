@@ -6,6 +6,7 @@ T attention steps, N LSTM hidden size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .views import HEAD_VIEWS, TTA_VIEWS, VIEWS, apply_view
+from .views import HEAD_VIEWS, TTA_VIEWS, apply_view, check_views
 
 
 @dataclass(frozen=True)
@@ -222,12 +223,10 @@ class KernelPrior(nn.Module):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        if "orig" not in views or set(views) - set(VIEWS):
-            raise ValueError(f"views must include 'orig' and come from {VIEWS}, got {views}")
         self.describe = describe
         self.extra = extra
         self.kernel = kernel
-        self.views = tuple(views)  # test-time views its descriptor is averaged over
+        self.views = check_views(views, with_orig=True)  # its descriptor's test-time views
         self.register_buffer("mean", torch.zeros(dim))  # (D,)
         self.register_buffer("scale", torch.ones(dim))  # (D,) 1 / (sd * sqrt(block size))
         self.register_buffer("support", torch.zeros(n_support, dim))  # (N, D) scaled
@@ -347,6 +346,16 @@ def model_views(head: nn.Module, tta: bool) -> tuple[str, ...]:
 def image_views(x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The views ``names`` of images (B, 3, S, S), by name."""
     return {v: apply_view(x, v) for v in names}
+
+
+def score_images(
+    trunk: Callable[[torch.Tensor], torch.Tensor], head: AMNetHead | AMNetEnsemble,
+    x: torch.Tensor, tta: bool,
+) -> AMNetOutput:  # fmt: skip
+    """Images (B, 3, S, S) -> the head's output, the views ``model_views(head, tta)`` each run
+    through ``trunk`` and averaged as the head averages them."""
+    views = image_views(x, model_views(head, tta))
+    return head_views(head, {v: trunk(t) for v, t in views.items()}, views)
 
 
 def head_views(

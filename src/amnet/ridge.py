@@ -141,6 +141,21 @@ def extra_kernel_features(
     return kernel_features(build_descriptor(trunk, EXTRA_BLOCKS), maps)
 
 
+def prior_features(
+    describe: nn.Module, trunk: str, paths: list[str], views: tuple[str, ...], *,
+    have: FeatureStore | None = None, extra_trunk: str | None = None, root=None, log=print,
+) -> tuple[np.ndarray, list[int]]:  # fmt: skip
+    """What ``fit_kernel_prior`` takes for the images ``paths`` (in this order): ``describe``
+    of ``trunk``'s cached maps averaged over ``views`` and, with ``extra_trunk``, that trunk's
+    descriptors appended (N, D); and each block's width."""
+    maps = store_views(trunk, paths, views, have=have, root=root, log=log)
+    X, sizes = kernel_features(describe, maps)
+    if extra_trunk:
+        X2, sizes2 = extra_kernel_features(extra_trunk, paths, views, root=root, log=log)
+        X, sizes = np.hstack([X, X2]), sizes + sizes2
+    return X, sizes
+
+
 def fit_kernel_prior(
     describe: nn.Module,
     X: np.ndarray,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import AMNetEnsemble, AMNetHead, head_views, image_views, model_views
+from .model import AMNetEnsemble, AMNetHead, score_images
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # score, step_scores, attention
 Engine = Callable[[torch.Tensor], Outputs]
@@ -36,7 +36,7 @@ class RunOptions:
     compile: bool = False  # torch.compile the trunk (inductor; needs a C++ compiler)
     trunk_batch: int = 8  # on the CPU, the trunk runs on chunks of this many images; 0 = all
     onnx_file: str | None = None
-    tta: bool | None = None  # also score the mirror image and average; None: as the model says
+    tta: bool | None = None  # test-time views (mirror, a prior's crops); None: as the model says
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -107,9 +107,10 @@ def torch_engine(
     trunk: nn.Module, head: AMNetHead | AMNetEnsemble, options: RunOptions,
     device: torch.device, tta: bool = False,
 ) -> Engine:  # fmt: skip
-    """The trunk and head in PyTorch with ``options`` applied; with ``tta`` the mirror images
-    are scored too and averaged in. The trunk is changed in place (folded BatchNorm,
-    channels-last weights); what it computes stays the same."""
+    """The trunk and head in PyTorch with ``options`` applied; with ``tta`` the model's
+    test-time views (``amnet.model.model_views``) are scored and averaged. The trunk (and a
+    kernel prior's networks) are changed in place (folded BatchNorm, channels-last weights);
+    what they compute stays the same."""
     fmt = torch.channels_last if options.channels_last else torch.contiguous_format
     prior = getattr(head, "prior", None)
     nets = [trunk, *(prior.frozen_nets() if hasattr(prior, "frozen_nets") else [])]
@@ -135,11 +136,8 @@ def torch_engine(
             parts = [run_trunk(c) for c in (x.split(chunk) if chunk else (x,))]
         return (torch.cat(parts) if len(parts) > 1 else parts[0]).float()  # (B, C, S/16, S/16)
 
-    names = model_views(head, tta)
-
     def run(x: torch.Tensor) -> Outputs:
-        views = image_views(x.to(device), names)
-        return _outputs(head_views(head, {v: features(t) for v, t in views.items()}, views))
+        return _outputs(score_images(features, head, x.to(device), tta))
 
     return run
 

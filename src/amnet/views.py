@@ -21,6 +21,16 @@ VIEWS = TTA_VIEWS + CROP_VIEWS
 HEAD_VIEWS = TTA_VIEWS  # the views AMNet heads are averaged over (attention maps align)
 
 
+def check_views(views, *, with_orig: bool = False) -> tuple[str, ...]:
+    """``views`` as a tuple, or ValueError unless they are some of ``VIEWS`` (and include
+    "orig" when ``with_orig``: test-time views always score the image itself)."""
+    views = tuple(views)
+    if not views or set(views) - set(VIEWS) or (with_orig and "orig" not in views):
+        need = "include 'orig' and " if with_orig else ""
+        raise ValueError(f"views must {need}be some of {VIEWS}, got {views}")
+    return views
+
+
 def crop_geometry(view: str) -> dict | None:
     """Where a crop view comes from (part of its cache key); None for "orig" and "flip"."""
     if view not in CROP_VIEWS:
