@@ -2,7 +2,7 @@
 sustained float32 FLOP rate for a large matmul and for the trunk's own convolutions, and the
 fraction of it the trunk reaches, all measured in the same run, interleaved round by round.
 
-    python benchmarks/flops.py --rounds 3 --batch 32
+    python benchmarks/flops.py --rounds 3 --batch 32 --onnx --whole
 
 FLOPs are counted by torch.utils.flop_counter (convolutions, matmuls, bmm; 2 per multiply-add);
 BatchNorm, ReLU, additions and pooling are not counted (they are memory-bound and small).
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import Timer, header, load, model_path  # noqa: E402
 
 from amnet.backbone import create_trunk  # noqa: E402
+from amnet.model import model_views, score_images  # noqa: E402
 from amnet.runtime import RunOptions, fold_batchnorm  # noqa: E402
 
 ZEN3_FP32_FLOP_PER_CYCLE = 32  # 2 FMA pipes x 8 float32 lanes (AVX2) x 2 FLOPs
@@ -62,6 +63,8 @@ def main() -> int:
     ap.add_argument("--onnx", action="store_true", help="also time the trunk in ONNX Runtime")
     ap.add_argument("--matmul-s", type=float, default=5.0, help="seconds of matmul per round")
     ap.add_argument("--ghz", type=float, default=2.45, help="clock for the theoretical peak")
+    ap.add_argument("--whole", action="store_true", help="also time the whole model (all its "
+                    "test-time views) as amnet runs it")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     header(f"FLOPs and the FLOP limit, batch {args.batch}, {args.rounds} rounds")
@@ -75,13 +78,17 @@ def main() -> int:
     print(f"# head: {model} ({'trained' if trained else 'untrained, same size'})")
     x1 = torch.rand(1, 3, size, size)
     f_trunk = count_flops(trunk, x1)
-    f_head = count_flops(head, trunk(x1).detach())
+    views = model_views(head, True)
+    f_model = count_flops(lambda x: score_images(trunk, head, x, True), x1)
+    f_notta = count_flops(lambda x: score_images(trunk, head, x, False), x1)
     from speed_resmem import load_resmem
 
     f_resmem = count_flops(load_resmem(), torch.rand(1, 3, 227, 227))
-    print(f"FLOPs per image: trunk {f_trunk / 1e9:.2f} G, head {f_head / 1e9:.3f} G, "
-          f"ours {(f_trunk + f_head) / 1e9:.2f} G; ResMem {f_resmem / 1e9:.2f} G "
-          f"(ResMem / ours = {f_resmem / (f_trunk + f_head):.2f})")  # fmt: skip
+    print(f"FLOPs per image: trunk {f_trunk / 1e9:.2f} G per view; the whole model with its "
+          f"{len(views)} views {views} {f_model / 1e9:.2f} G (heads, descriptors and kernel "
+          f"{(f_model - len(views) * f_trunk) / 1e9:.2f} G), without test-time views "
+          f"{f_notta / 1e9:.2f} G; ResMem {f_resmem / 1e9:.2f} G (ResMem / ours = "
+          f"{f_resmem / f_model:.2f})")  # fmt: skip
 
     convs = conv_shapes(trunk, size)  # before folding: the same shapes either way
     fold_batchnorm(trunk)
@@ -94,6 +101,13 @@ def main() -> int:
     engines = {f"torch (default options: chunks of {chunk})": default}
     if args.onnx:
         engines["onnxruntime"] = onnx_trunk(trunk, size, args.threads)
+    whole = {}  # the whole model, all its views, as amnet.load runs it: (FLOPs per image, fn)
+    if args.whole:
+        import amnet
+
+        for rt in ("torch", *(["onnx"] if args.onnx else [])):
+            p = amnet.load(model, options=RunOptions(runtime=rt))
+            whole[f"whole model, {rt}"] = lambda x, p=p: p.engine(x)
     print(f"theoretical peak at {args.ghz} GHz: "
           f"{ZEN3_FP32_FLOP_PER_CYCLE * args.ghz * args.threads:.0f} GFLOP/s "
           f"({args.threads} cores x {ZEN3_FP32_FLOP_PER_CYCLE} FLOP/cycle)")  # fmt: skip
@@ -109,7 +123,7 @@ def main() -> int:
         2 * c.weight[0].numel() * c.out_channels * _out_hw(c, s) * k for c, s, k in convs
     )
     with torch.inference_mode():
-        for e in engines.values():
+        for e in (*engines.values(), *whole.values()):
             e(xb[:2])
         torch.mm(a, b)
         rows = []
@@ -133,6 +147,10 @@ def main() -> int:
                 t = Timer()
                 t.time(lambda e=e: e(xb), args.batch)
                 row[name] = (f_trunk * t.rate, f_trunk * t.cpu_rate)
+            for name, e in whole.items():
+                t = Timer()
+                t.time(lambda e=e: e(xb), args.batch)
+                row[name] = (f_model * t.rate, f_model * t.cpu_rate)
             rows.append((row, load()))
             print(f"round {r + 1}, load {load():.1f}: " + ", ".join(
                 f"{k} {w / 1e9:.1f} GFLOP/s ({c / 1e9:.1f} per CPU-s)"
@@ -145,6 +163,10 @@ def main() -> int:
 
     best = max(("matmul", "matmul ORT", "convs"), key=lambda k: med(k, 0) if k in rows[0][0] else 0)
     peak = ZEN3_FP32_FLOP_PER_CYCLE * args.ghz * 1e9  # per core = per CPU-second
+    for name in whole:
+        print(f"  {name}: {med(name, 0) / 1e9:.1f} GFLOP/s = {med(name, 0) / f_model:.2f} "
+              f"images/s; {100 * med(name, 0, best):.0f}% ({100 * med(name, 1, best):.0f}%) of "
+              f"the best sustained rate ({best})")  # fmt: skip
     for name in engines:
         print(f"  trunk, {name}: {100 * med(name, 0, best):.0f}% "
               f"({100 * med(name, 1, best):.0f}%) of the best sustained rate ({best}); per "

@@ -147,7 +147,6 @@ def main() -> int:
             (1 - m) * a + m * new, yt, 0)  # fmt: skip
         print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in rows[start:]),
               flush=True)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
     write_results(out, rows)
     print(markdown_table(rows))
     return 0

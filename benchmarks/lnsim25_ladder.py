@@ -141,7 +141,6 @@ def main() -> int:
         rows.append({**resmem_rows[k], "model": "ResMem zero-shot"})
         print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in rows[start:]),
               flush=True)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
     write_results(out, rows)
     print(markdown_table(rows))
     return 0

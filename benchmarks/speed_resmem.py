@@ -11,6 +11,7 @@ its package runs it (float32, NCHW, eager), ours with amnet's default options.
 
     python benchmarks/speed_resmem.py --n 256 --batch-sizes 32,1
     python benchmarks/speed_resmem.py --n 128 --batch-sizes 32 --ours torch,onnx
+    python benchmarks/speed_resmem.py --model amnet-lnsim-efficientnet_lite2 --ours torch,onnx
     python benchmarks/speed_resmem.py --check 300   # ResMem sanity: range, rho vs humans
 
 Until the trained default model is registered, ours is an untrained head of the default's size
@@ -132,6 +133,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch (and ORT) threads")
     ap.add_argument("--workers", type=int, default=2, help="decoding threads, both sides")
     ap.add_argument("--check", type=int, metavar="N", help="only the ResMem sanity check")
+    ap.add_argument("--model", help="our model (a registry name or a file; default: the "
+                    "shipped default)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.check:
@@ -143,7 +146,7 @@ def main() -> int:
     from amnet.runtime import RunOptions
 
     header(f"ours vs ResMem on {args.n} LNSIM photos, batch sizes {args.batch_sizes}")
-    model, trained = model_path()
+    model, trained = (args.model, True) if args.model else model_path()
     print(f"# ours: {model} ({'trained' if trained else 'untrained head, same speed'})")
     ours = {}
     for r in args.ours.split(","):  # "torch", "onnx", "torch-notta", "onnx-notta"

@@ -170,6 +170,25 @@ def test_test_time_flip_scores_an_image_and_its_mirror_alike(kernel_checkpoint, 
     assert onnx.predict(img).score == pytest.approx(r.score, abs=1e-5)
 
 
+def test_views_stacked_into_one_trunk_batch_keep_the_images_apart(kernel_checkpoint, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    """score_images runs the V views of B images as one batch of V * B through the trunk and
+    the descriptor: each image must score as it does alone (a wrong split would mix them)."""
+    monkeypatch.setenv("AMNET_HOME", str(tmp_path / "home"))
+    path, _ = kernel_checkpoint
+    rng = np.random.default_rng(1)
+    imgs = [Image.fromarray((rng.random((40 + 16 * i, 72, 3)) * 255).astype(np.uint8))
+            for i in range(3)]  # fmt: skip
+    p = amnet.load(path)
+    together = p.predict(imgs, batch_size=3)
+    alone = [p.predict(im) for im in imgs]
+    scores = [a.score for a in alone]
+    assert max(scores) - min(scores) > 1e-3  # the images score differently: mixing shows
+    for t, a in zip(together, alone, strict=True):
+        assert t.score == pytest.approx(a.score, abs=1e-5)
+        np.testing.assert_allclose(t.attention, a.attention, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "build, stop", [("resnet50", "layer3"), ("efficientnet_lite2", "stride16")]
 )

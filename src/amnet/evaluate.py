@@ -137,6 +137,8 @@ def _read_results(path: Path) -> list[dict]:
 
 
 def write_results(out: Path, rows: list[dict]) -> None:
+    """``out``/results.csv and results.md (the folder is made if need be), written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
     with hub.atomic_write(out / "results.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=["model", "split", "rho", "mse", "seconds"])
         w.writeheader()

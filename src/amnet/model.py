@@ -323,8 +323,10 @@ class AMNetEnsemble(nn.Module):
             return out
         names = [v for v in feats if v in getattr(self.prior, "views", HEAD_VIEWS)]
         images = images or {}
-        desc = torch.stack([self.prior.features(feats[v], images.get(v)) for v in names])
-        m, p = self.prior_mix, self.prior.score(desc.mean(0))  # desc: (V, B, D); p: (B,)
+        seen = _stack_views([images[v] for v in names]) if set(names) <= set(images) else None
+        desc = self.prior.features(_stack_views([feats[v] for v in names]), seen)  # (V * B, D)
+        desc = desc.unflatten(0, (len(names), -1))  # (V, B, D): all views in one batch
+        m, p = self.prior_mix, self.prior.score(desc.mean(0))  # p: (B,)
         score = (1 - m) * out.score + m * p  # (B,)
         steps = (1 - m) * out.step_scores + m * p.unsqueeze(1)  # (B, T)
         raw = (score - self.cfg.target_mean) * self.cfg.target_scale
@@ -348,14 +350,22 @@ def image_views(x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tens
     return {v: apply_view(x, v) for v in names}
 
 
+def _stack_views(views: list[torch.Tensor]) -> torch.Tensor:
+    """V tensors (B, ...) -> one batch (V * B, ...), view after view."""
+    return views[0] if len(views) == 1 else torch.cat(views)
+
+
 def score_images(
     trunk: Callable[[torch.Tensor], torch.Tensor], head: AMNetHead | AMNetEnsemble,
     x: torch.Tensor, tta: bool,
 ) -> AMNetOutput:  # fmt: skip
-    """Images (B, 3, S, S) -> the head's output, the views ``model_views(head, tta)`` each run
-    through ``trunk`` and averaged as the head averages them."""
+    """Images (B, 3, S, S) -> the head's output, the views ``model_views(head, tta)`` run
+    through ``trunk`` as one batch (V * B images: fuller batches, faster for small B) and
+    averaged as the head averages them."""
     views = image_views(x, model_views(head, tta))
-    return head_views(head, {v: trunk(t) for v, t in views.items()}, views)
+    maps = trunk(_stack_views(list(views.values())))  # (V * B, C, H, W)
+    maps = maps.chunk(len(views))  # V x (B, C, H, W); B stays dynamic in an ONNX export
+    return head_views(head, dict(zip(views, maps, strict=True)), views)
 
 
 def head_views(
