@@ -28,6 +28,7 @@ from .model import AMNetEnsemble, AMNetHead, model_views, score_images
 from .runtime import Engine
 
 OPSET = 17
+GRAPH = 2  # the exported graph's layout, in the cache key (2: a batch's views stacked)
 INPUT = "images"
 OUTPUTS = ("score", "step_scores", "attention")
 
@@ -82,10 +83,10 @@ def export_onnx(
 
 def _model_key(trunk: nn.Module, head: nn.Module, size: int, tta: bool) -> str:
     """A digest of everything the exported file depends on: every tensor, the input size, the
-    test-time views (flips, a kernel prior's crops), the exporter (torch version, opset) and
-    amnet's version."""
+    test-time views (flips, a kernel prior's crops), the exporter (torch version, opset), the
+    graph's layout and amnet's version."""
     views = model_views(head, tta)
-    h = hashlib.sha256(f"{__version__}|{torch.__version__}|{OPSET}|{size}|{views}".encode())
+    h = hashlib.sha256(f"{__version__}|{torch.__version__}|{OPSET}|{GRAPH}|{size}|{views}".encode())
     for prefix, module in (("trunk.", trunk), ("head.", head)):
         for name, t in module.state_dict().items():
             t = t.detach().cpu().contiguous()
