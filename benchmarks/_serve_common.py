@@ -20,8 +20,8 @@ def untrained_resnet152(folder: Path) -> Path:
     speed is the real model's, the scores mean nothing."""
     import torch
 
-    from amnet.model import AMNetConfig, AMNetHead
-    from amnet.weights import save_checkpoint
+    from amnet.checkpoint import save_checkpoint
+    from amnet.model.head import AMNetConfig, AMNetHead
 
     torch.manual_seed(0)
     head = AMNetHead(AMNetConfig()).eval()
@@ -32,7 +32,7 @@ def model_or_untrained(model: str | None, folder: Path) -> tuple[str, str]:
     """(model to serve, a description for the report)."""
     if model:
         return model, model
-    from amnet.weights import list_models
+    from amnet.checkpoint import list_models
 
     if "default" in list_models():
         return "default", "default (registered)"
@@ -49,7 +49,7 @@ def free_port() -> int:
 def serving(model: str, *args: str, start_timeout_s: float = 300.0) -> Iterator[str]:
     """Run ``amnet serve --model MODEL ARGS`` on 127.0.0.1 until the block ends."""
     port = free_port()
-    cmd = [sys.executable, "-m", "amnet.cli", "serve", "--model", model, "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "amnet.cli.main", "serve", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), *args]  # fmt: skip
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"

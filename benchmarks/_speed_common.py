@@ -43,8 +43,8 @@ def model_path() -> tuple[str, bool]:
     of the default's size on the resnet152 trunk (same speed), saved in a temp file."""
     import torch
 
-    from amnet.model import AMNetConfig, AMNetHead
-    from amnet.weights import get_model_entry, save_checkpoint
+    from amnet.checkpoint import get_model_entry, save_checkpoint
+    from amnet.model.head import AMNetConfig, AMNetHead
 
     try:
         get_model_entry("default")

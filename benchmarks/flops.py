@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import Timer, header, load, model_path  # noqa: E402
 
-from amnet.backbone import create_trunk  # noqa: E402
-from amnet.model import model_views, score_images  # noqa: E402
-from amnet.runtime import RunOptions, fold_batchnorm  # noqa: E402
+from amnet.inference.engine import RunOptions, fold_batchnorm  # noqa: E402
+from amnet.model.amnet import AMNet, model_views  # noqa: E402
+from amnet.trunks.registry import create_trunk  # noqa: E402
 
 ZEN3_FP32_FLOP_PER_CYCLE = 32  # 2 FMA pipes x 8 float32 lanes (AVX2) x 2 FLOPs
 
@@ -71,7 +71,7 @@ def main() -> int:
 
     size = 224
     trunk = create_trunk("resnet152")
-    from amnet.weights import load_checkpoint, resolve_model
+    from amnet.checkpoint import load_checkpoint, resolve_model
 
     model, trained = model_path()
     head, _ = load_checkpoint(resolve_model(model))  # the default model's head (or ensemble)
@@ -79,8 +79,8 @@ def main() -> int:
     x1 = torch.rand(1, 3, size, size)
     f_trunk = count_flops(trunk, x1)
     views = model_views(head, True)
-    f_model = count_flops(lambda x: score_images(trunk, head, x, True), x1)
-    f_notta = count_flops(lambda x: score_images(trunk, head, x, False), x1)
+    f_model = count_flops(lambda x: AMNet(trunk, head, model_views(head, True))(x), x1)
+    f_notta = count_flops(lambda x: AMNet(trunk, head, model_views(head, False))(x), x1)
     from speed_resmem import load_resmem
 
     f_resmem = count_flops(load_resmem(), torch.rand(1, 3, 227, 227))
@@ -95,7 +95,9 @@ def main() -> int:
     trunk.to(memory_format=torch.channels_last)
     cl, chunk = torch.channels_last, RunOptions().trunk_batch
 
-    def default(x: torch.Tensor) -> list[torch.Tensor]:  # as amnet.runtime.torch_engine runs it
+    def default(
+        x: torch.Tensor,
+    ) -> list[torch.Tensor]:  # as amnet.inference.engine.torch_engine runs it
         return [trunk(c) for c in x.contiguous(memory_format=cl).split(chunk)]
 
     engines = {f"torch (default options: chunks of {chunk})": default}
@@ -199,7 +201,7 @@ def onnx_matmul(threads: int):
     import onnx
     from onnx import TensorProto, helper
 
-    from amnet.export import open_session
+    from amnet.inference.onnx import open_session
 
     path = Path(tempfile.gettempdir()) / "amnet-bench-matmul.onnx"
     if not path.is_file():
@@ -212,7 +214,7 @@ def onnx_matmul(threads: int):
 
 
 def onnx_trunk(trunk: nn.Module, size: int, threads: int):
-    from amnet.export import open_session
+    from amnet.inference.onnx import open_session
 
     path = Path(tempfile.gettempdir()) / "amnet-bench-trunk.onnx"
     if not path.is_file():

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import Timer, header, human_scores, photos  # noqa: E402
 
 import amnet  # noqa: E402
-from amnet.backbone import create_trunk  # noqa: E402
-from amnet.export import INPUT, cached_export, open_session  # noqa: E402
-from amnet.images import iter_images  # noqa: E402
-from amnet.metrics import spearman  # noqa: E402
-from amnet.weights import load_checkpoint, resolve_model  # noqa: E402
+from amnet.checkpoint import load_checkpoint, resolve_model  # noqa: E402
+from amnet.inference.images import iter_images  # noqa: E402
+from amnet.inference.onnx import INPUT, cached_export, open_session  # noqa: E402
+from amnet.training.metrics import spearman  # noqa: E402
+from amnet.trunks.registry import create_trunk  # noqa: E402
 
 CALIB_OFFSET = 1000  # calibration photos come from here on; measured photos from 0
 

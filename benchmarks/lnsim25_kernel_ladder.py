@@ -2,11 +2,11 @@
 model, one descriptor block at a time; Spearman rho and MSE on the 25 test halves.
 
 Each row fits per split on the training half (train + validation tenth) only: ridge with its
-penalty by exact leave-one-out (``amnet.ridge.ridge_loo``), or RBF kernel ridge on the first
-blocks of ``amnet.describe.BLOCKS`` (``fit_kernel_prior``: penalty by exact leave-one-out, width
-by the median heuristic). Descriptors average the original and mirrored views unless the row
-says otherwise. The blended rows take the AMNet head's test predictions (flip augmentation and
-test-time flips) from ``amnet cv``:
+penalty by exact leave-one-out (``amnet.training.priors.ridge_loo``), or RBF kernel ridge on
+the first blocks of ``amnet.model.prior.BLOCKS`` (``fit_kernel_prior``: penalty by exact
+leave-one-out, width by the median heuristic). Descriptors average the original and mirrored
+views unless the row says otherwise. The blended rows take the AMNet head's test predictions
+(flip augmentation and test-time flips) from ``amnet cv``:
 
     amnet cv --protocol lnsim25 --root ../shared/datasets/lnsim \\
         --config configs/lnsim25-cpu.json --variants amnet,amnet+kernel,kernel \\
@@ -14,7 +14,7 @@ test-time flips) from ``amnet cv``:
     python benchmarks/lnsim25_kernel_ladder.py --head runs/lnsim25-views --out runs/ladder-kernel
 
 The last rows (this session's recipe) change the kernel to a Laplacian one, average the
-descriptor over the centre crops too (views orig, flip, crop4, crop9 of ``amnet.views``) and,
+descriptor over the centre crops too (views orig, flip, crop4, crop9 of ``amnet.model.views``) and,
 with ``--extra``, append EfficientNet-Lite2's descriptor (a second trunk).
 """
 
@@ -31,9 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM  # noqa: E402
 
-from amnet.cache import FeatureSet, FeatureStore  # noqa: E402
-from amnet.describe import build_descriptor  # noqa: E402
-from amnet.evaluate import (  # noqa: E402
+from amnet.builders import build_descriptor  # noqa: E402
+from amnet.training.cache import FeatureSet, FeatureStore  # noqa: E402
+from amnet.training.cv import (  # noqa: E402
     KERNEL_VIEWS,
     PRIOR_MIX,
     CVConfig,
@@ -43,7 +43,7 @@ from amnet.evaluate import (  # noqa: E402
     split_records,
     write_results,
 )
-from amnet.ridge import (  # noqa: E402
+from amnet.training.priors import (  # noqa: E402
     extra_kernel_features,
     fit_kernel_prior,
     kernel_features,

@@ -35,10 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM  # noqa: E402
 
-from amnet.backbone import load_classifier  # noqa: E402
-from amnet.cache import FeatureStore  # noqa: E402
-from amnet.data import read_isola  # noqa: E402
-from amnet.evaluate import (  # noqa: E402
+from amnet.training.cache import FeatureStore  # noqa: E402
+from amnet.training.cv import (  # noqa: E402
     CVConfig,
     markdown_table,
     read_predictions,
@@ -47,11 +45,13 @@ from amnet.evaluate import (  # noqa: E402
     split_records,
     write_results,
 )
-from amnet.ridge import ridge_loo  # noqa: E402
+from amnet.training.data import read_isola  # noqa: E402
+from amnet.training.priors import ridge_loo  # noqa: E402
+from amnet.trunks.registry import load_classifier  # noqa: E402
 
 
 def ridge(X: np.ndarray, y: np.ndarray) -> tuple[callable, float]:
-    """amnet.ridge.ridge_loo as (predict, leave-one-out rho): the shipped prior's fit."""
+    """amnet.training.priors.ridge_loo as (predict, leave-one-out rho): the shipped prior's fit."""
     w, b, _, rho = ridge_loo(X, y)
     return (lambda Z: Z @ w + b), rho
 

@@ -1,10 +1,10 @@
 """What the test-time views buy, on the 25 lnsim25 test halves (issue 6's speed/quality choice):
 the shipped recipe's Laplacian kernel prior (fitted on descriptors averaged over the views
-orig, flip, crop4, crop9) asked with the image alone (what ``--no-tta`` does) or with all four
+orig, flip, crop4, crop9) asked with the image alone (what ``--no-views`` does) or with all four
 views (the default), and EfficientNet-Lite2's prior (the fast model's trunk) fitted and asked
 with 1, 2 or 4 views. Everything is fitted per split on the training half; the blended rows take
 the AMNet heads' test predictions written by ``amnet cv`` (ResNet-152: flip augmentation and
-test-time flips, so for ``--no-tta`` the blend is slightly optimistic; EfficientNet: no flips):
+test-time flips, so for ``--no-views`` the blend is slightly optimistic; EfficientNet: no flips):
 
     amnet cv --protocol lnsim25 --root ../shared/datasets/lnsim \\
         --config configs/lnsim25-cpu.json --variants amnet,amnet+kernel,kernel \\
@@ -30,10 +30,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM  # noqa: E402
 
-from amnet.describe import build_descriptor  # noqa: E402
-from amnet.evaluate import (  # noqa: E402
-    KERNEL_VIEWS,
+from amnet.builders import build_descriptor  # noqa: E402
+from amnet.training.cv import (  # noqa: E402
     PRIOR_MIX,
+    PRIOR_VIEWS,
     CVConfig,
     markdown_table,
     read_predictions,
@@ -41,7 +41,7 @@ from amnet.evaluate import (  # noqa: E402
     split_records,
     write_results,
 )
-from amnet.ridge import (  # noqa: E402
+from amnet.training.priors import (  # noqa: E402
     block_sizes,
     describe_views,
     fit_kernel_prior,
@@ -54,9 +54,9 @@ def view_descriptors(trunk: str, paths: list[str]):
     """Each view's descriptors (N, D) of the images ``paths``, the descriptor's block sizes and
     the descriptor."""
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    maps = store_views(trunk, paths, KERNEL_VIEWS, log=log)
+    maps = store_views(trunk, paths, PRIOR_VIEWS, log=log)
     describe = build_descriptor(trunk)
-    desc = {v: describe_views(describe, [m]) for v, m in zip(KERNEL_VIEWS, maps, strict=True)}
+    desc = {v: describe_views(describe, [m]) for v, m in zip(PRIOR_VIEWS, maps, strict=True)}
     return desc, block_sizes(describe, maps[0].shape[1], maps[0].shape[-1]), describe
 
 
@@ -75,8 +75,8 @@ def main() -> int:
     res, res_sizes, res_describe = view_descriptors("resnet152", paths)
     eff, eff_sizes, eff_describe = view_descriptors("efficientnet_lite2", paths)
     mean = lambda d, views: np.mean([d[v] for v in views], axis=0)  # noqa: E731
-    r4 = mean(res, KERNEL_VIEWS)
-    effs = {n: mean(eff, KERNEL_VIEWS[:n]) for n in (1, 2, 4)}
+    r4 = mean(res, PRIOR_VIEWS)
+    effs = {n: mean(eff, PRIOR_VIEWS[:n]) for n in (1, 2, 4)}
     mix = PRIOR_MIX["amnet+kernel"]
     rows: list[dict] = []
     for k, s in enumerate(sets):
@@ -94,16 +94,16 @@ def main() -> int:
                                    (1 - mix) * a + mix * pred, yt, 0))  # fmt: skip
 
         prior, _ = fit_kernel_prior(
-            res_describe, r4[itr], y, res_sizes, "laplace", views=KERNEL_VIEWS
+            res_describe, r4[itr], y, res_sizes, "laplace", views=PRIOR_VIEWS
         )
-        add("resnet152 4-view prior asked with the image alone (--no-tta)",
+        add("resnet152 4-view prior asked with the image alone (--no-views)",
             predict_kernel(prior, res["orig"][ite]), Path(args.head))  # fmt: skip
         add("resnet152 4-view prior asked with its 4 views (default)",
             predict_kernel(prior, r4[ite]), Path(args.head))  # fmt: skip
         for n, X in effs.items():
             prior, _ = fit_kernel_prior(eff_describe, X[itr], y, eff_sizes, "laplace",
-                                        views=KERNEL_VIEWS[:n])  # fmt: skip
-            add(f"efficientnet_lite2 prior, {n} view(s) {KERNEL_VIEWS[:n]}",
+                                        views=PRIOR_VIEWS[:n])  # fmt: skip
+            add(f"efficientnet_lite2 prior, {n} view(s) {PRIOR_VIEWS[:n]}",
                 predict_kernel(prior, X[ite]), Path(args.eff_head))  # fmt: skip
         print(f"split {k}: " + ", ".join(f"{float(r['rho']):.3f}" for r in rows[start:]),
               flush=True)  # fmt: skip

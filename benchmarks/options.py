@@ -1,6 +1,6 @@
-"""Speed options (amnet.runtime.RunOptions): images/s of each, interleaved batch by batch, and
-each one's effect on the scores of LNSIM photos (Spearman with the plain float32 scores, and
-with the human scores when the trained default model is installed).
+"""Speed options (amnet.inference.engine.RunOptions): images/s of each, interleaved batch by
+batch, and each one's effect on the scores of LNSIM photos (Spearman with the plain float32
+scores, and with the human scores when the trained default model is installed).
 
     python benchmarks/options.py speed --variants plain,channels_last,fold,default,onnx
     python benchmarks/options.py speed --variants default,bfloat16 --batches 1
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import Timer, header, human_scores, model_path, photos  # noqa: E402
 
 import amnet  # noqa: E402
-from amnet.images import iter_images  # noqa: E402
-from amnet.runtime import RunOptions  # noqa: E402
+from amnet.inference.engine import RunOptions  # noqa: E402
+from amnet.inference.images import iter_images  # noqa: E402
 
 VARIANTS = {  # whole batches through the trunk unless said otherwise
     "plain": RunOptions(channels_last=False, fold_bn=False, trunk_batch=0),
@@ -38,7 +38,7 @@ VARIANTS = {  # whole batches through the trunk unless said otherwise
     "fold": RunOptions(channels_last=False, trunk_batch=0),
     "cl+fold": RunOptions(trunk_batch=0),
     "default": RunOptions(),  # channels-last + folded BatchNorm + the trunk on chunks of 8
-    "notta": RunOptions(tta=False),  # the default without test-time flips
+    "notta": RunOptions(views=False),  # the default without test-time flips
     "onnx": RunOptions(runtime="onnx"),
     "bfloat16": RunOptions(bfloat16=True),
     "compile": RunOptions(compile=True),
@@ -53,7 +53,7 @@ def tensors(paths: list[Path], pp) -> torch.Tensor:
 def predictor(variant: str, model: str) -> amnet.Predictor:
     t = time.perf_counter()
     if variant == "onnx-spin":  # ONNX Runtime threads busy-wait when idle (ORT's default)
-        from amnet.export import cached_export, onnx_engine, open_session
+        from amnet.inference.onnx import cached_export, onnx_engine, open_session
 
         p = amnet.load(model, options=RunOptions(fold_bn=False))
         path = cached_export(p.trunk, p.head, p.preprocess.size)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM, Timer, header, model_path, photos  # noqa: E402
 
 import amnet  # noqa: E402
-from amnet.images import iter_images  # noqa: E402
+from amnet.inference.images import iter_images  # noqa: E402
 
 
 def decode(paths: list[Path], pp, workers: int) -> torch.Tensor:

@@ -35,7 +35,7 @@ def register_tiny_trunk() -> None:
     import torch
     from torch import nn
 
-    from amnet.backbone import Preprocess, TrunkSpec, get_trunk_spec, register_trunk
+    from amnet.trunks.registry import Preprocess, TrunkSpec, get_trunk_spec, register_trunk
 
     class TinyTrunk(nn.Module):
         def __init__(self) -> None:
@@ -72,9 +72,9 @@ def make_images(folder: Path, n: int, seed: int = 0) -> None:
 def make_checkpoint(path: Path, trunk: str) -> Path:
     import torch
 
-    from amnet.backbone import get_trunk_spec
-    from amnet.model import AMNetConfig, AMNetHead
-    from amnet.weights import save_checkpoint
+    from amnet.checkpoint import save_checkpoint
+    from amnet.model.head import AMNetConfig, AMNetHead
+    from amnet.trunks.registry import get_trunk_spec
 
     torch.manual_seed(0)
     head = AMNetHead(AMNetConfig(in_channels=get_trunk_spec(trunk).channels))  # untrained
@@ -90,7 +90,7 @@ def child(argv: list[str], tiny: bool) -> None:
 
     if tiny:
         register_tiny_trunk()
-    from amnet.cli import main
+    from amnet.cli.main import main
 
     samples: list[float] = []
     done = threading.Event()

@@ -1,4 +1,4 @@
-"""Images/s of ``amnet.distributed.predict_ray`` with 1 and 2 actors on this machine's cores,
+"""Images/s of ``amnet.apps.ray.engine.predict_ray`` with 1 and 2 actors on this machine's cores,
 on real photos (LNSIM), beside the local Predictor in one process.
 
 Ray may only use loopback here, so run it in a private network namespace:
@@ -27,9 +27,9 @@ LNSIM = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lnsim" / 
 def untrained_checkpoint(folder: Path, trunk: str) -> Path:
     import torch
 
-    from amnet.backbone import get_trunk_spec
-    from amnet.model import AMNetConfig, AMNetHead
-    from amnet.weights import save_checkpoint
+    from amnet.checkpoint import save_checkpoint
+    from amnet.model.head import AMNetConfig, AMNetHead
+    from amnet.trunks.registry import get_trunk_spec
 
     torch.manual_seed(0)
     head = AMNetHead(AMNetConfig(in_channels=get_trunk_spec(trunk).channels)).eval()
@@ -50,7 +50,7 @@ def time_local(model: str, paths: list[str], batch_size: int) -> float:
 
 
 def time_ray(model: str, paths: list[str], out: Path, **kw) -> float:
-    from amnet.distributed import predict_ray
+    from amnet.apps.ray.engine import predict_ray
 
     t0 = time.perf_counter()
     s = predict_ray(paths, out, model=model, **kw)

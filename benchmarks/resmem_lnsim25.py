@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM  # noqa: E402
 from speed_resmem import load_resmem, resmem_tensor  # noqa: E402
 
-from amnet.data import DataConfig, load_records  # noqa: E402
-from amnet.evaluate import result_row, write_results  # noqa: E402
-from amnet.hub import atomic_write  # noqa: E402
+from amnet.fileio import atomic_write  # noqa: E402
+from amnet.training.cv import result_row, write_results  # noqa: E402
+from amnet.training.data import DataConfig, load_records  # noqa: E402
 
 LAYERS = ("fc7", "fc9", "fc11")
 

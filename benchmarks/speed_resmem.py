@@ -3,7 +3,7 @@ same real photos: images/s for decoding, for the model and end to end, and the r
 
 ResMem is rebuilt here from its published architecture without torchvision and without
 importing ``resmem``: its weights (``resmem/model.pt`` in the pip wheel) are loaded with
-``torch.load(weights_only=True)`` into a ResNet-152 (``amnet.resnet``, torchvision's layout)
+``torch.load(weights_only=True)`` into a ResNet-152 (``amnet.trunks.resnet``, torchvision's layout)
 plus ResMem's AlexNet-like branch (conv1..conv5, fc6..fc12; sizes read from the state dict).
 Its preprocessing is its own: resize to 256x256, centre crop 227, [0, 1] RGB, no normalisation.
 Both sides decode with the same 2 threads and run with the same torch threads; ResMem runs as
@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import Timer, header, human_scores, load, model_path, photos  # noqa: E402
 
-from amnet.resnet import resnet152  # noqa: E402
+from amnet.trunks.resnet import resnet152  # noqa: E402
 
 RESMEM_RESIZE, RESMEM_CROP = 256, 227
 
@@ -142,8 +142,8 @@ def main() -> int:
         return 0
 
     import amnet
-    from amnet.images import iter_images
-    from amnet.runtime import RunOptions
+    from amnet.inference.engine import RunOptions
+    from amnet.inference.images import iter_images
 
     header(f"ours vs ResMem on {args.n} LNSIM photos, batch sizes {args.batch_sizes}")
     model, trained = (args.model, True) if args.model else model_path()
@@ -152,7 +152,7 @@ def main() -> int:
     for r in args.ours.split(","):  # "torch", "onnx", "torch-notta", "onnx-notta"
         runtime, _, notta = r.partition("-")
         tta = False if notta == "notta" else None  # None: as the model says (flips on)
-        ours[f"ours-{r}"] = amnet.load(model, options=RunOptions(runtime=runtime, tta=tta))
+        ours[f"ours-{r}"] = amnet.load(model, options=RunOptions(runtime=runtime, views=tta))
     net = load_resmem()
     paths = photos(args.n)
     pool = ThreadPoolExecutor(args.workers)

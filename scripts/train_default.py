@@ -9,7 +9,7 @@ chosen by the lnsim25 cross-validation (configs/lnsim25-cpu.json), on the origin
 views. A prior fitted on all images with its penalty chosen by leave-one-out is blended in
 with weight ``--prior-mix``: ``--prior ridge`` (default weight 0.5, the lnsim25 `amnet+ridge`
 recipe) a ridge prior on the pooled map, ``--prior kernel`` (default weight 0.8, the
-`amnet+kernel` recipe) kernel ridge on the descriptor of ``amnet.describe``. With flips the
+`amnet+kernel` recipe) kernel ridge on the descriptor of ``amnet.model.prior``. With flips the
 model is saved to be run with test-time flips (as cv measured it). The heads are saved
 together, in float16, as src/amnet/pretrained/amnet-lnsim-<trunk>.safetensors."""
 
@@ -21,17 +21,17 @@ import os
 import time
 from pathlib import Path
 
-from amnet.backbone import get_trunk_spec
-from amnet.cache import FeatureStore
-from amnet.data import DataConfig, read_split_file
-from amnet.describe import EXTRA_BLOCKS, build_descriptor, build_image_descriptor
-from amnet.evaluate import KERNEL_VIEWS, PRIOR_MIX
-from amnet.hub import sha256_file
-from amnet.jobs import TrainJob, run_train
-from amnet.model import AMNetConfig, AMNetEnsemble
-from amnet.ridge import fit_kernel_prior, fit_prior, prior_features
-from amnet.train import TrainConfig
-from amnet.weights import save_checkpoint
+from amnet.checkpoint import save_checkpoint
+from amnet.fileio import sha256_file
+from amnet.model.amnet import AMNetEnsemble
+from amnet.model.head import AMNetConfig
+from amnet.training.cache import FeatureStore
+from amnet.training.cv import PRIOR_MIX, PRIOR_VIEWS
+from amnet.training.data import DataConfig, read_split_file
+from amnet.training.heads import TrainConfig
+from amnet.training.jobs import TrainJob, run_train
+from amnet.training.priors import KernelDescriptors, fit_prior
+from amnet.trunks.registry import get_trunk_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 LNSIM = ROOT.parent / "shared" / "datasets" / "lnsim"
@@ -49,14 +49,15 @@ def main() -> None:
     ap.add_argument("--kernel", choices=("laplace", "rbf"), default="laplace",
                     help="the kernel prior's kernel (as amnet cv --kernel)")  # fmt: skip
     ap.add_argument(
+        "--prior-views",
         "--kernel-views",
-        default=",".join(KERNEL_VIEWS),
-        help="views the kernel prior averages over (as amnet cv --kernel-views)",
+        default=",".join(PRIOR_VIEWS),
+        help="views the kernel prior averages over (as amnet cv --prior-views)",
     )
     ap.add_argument("--extra-trunk", help="a second trunk described by the kernel prior "
                     "(as amnet cv --extra-trunk)")  # fmt: skip
     ap.add_argument("--prior-mix", type=float, help="0: the AMNet heads alone (default: "
-                    "PRIOR_MIX of amnet.evaluate for the prior's cv variant)")  # fmt: skip
+                    "PRIOR_MIX of amnet.training.cv for the prior's cv variant)")  # fmt: skip
     ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
     args = ap.parse_args()
     if args.prior_mix is None:
@@ -91,24 +92,16 @@ def main() -> None:
         if args.prior == "ridge":
             prior, loo_rho = fit_prior(data)
         else:
-            describe = build_descriptor(args.trunk)
-            views = tuple(args.kernel_views.split(",")) if not args.no_flip else ("orig",)
+            views = tuple(args.prior_views.split(",")) if not args.no_flip else ("orig",)
             paths = [os.fspath(r.path) for r in records if os.fspath(r.path) in store.index]
-            X, sizes = prior_features(
-                describe, args.trunk, paths, views, have=store, extra_trunk=args.extra_trunk
-            )  # rows: data's order
-            extra = None
-            if args.extra_trunk:
-                main = get_trunk_spec(args.trunk).preprocess
-                extra = build_image_descriptor(args.extra_trunk, EXTRA_BLOCKS, main)
-            prior, loo_rho = fit_kernel_prior(
-                describe, X, data.targets, sizes, args.kernel, extra, views
-            )
+            kernel = KernelDescriptors(args.trunk, paths, views, kernel=args.kernel,
+                                       extra_trunk=args.extra_trunk, have=store)  # fmt: skip
+            prior, loo_rho = kernel.fit(paths, data.targets)  # rows: data's order
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
 
-        from amnet.evaluate import summarise
+        from amnet.training.cv import summarise
 
         rows = list(csv.DictReader(open(args.cv_results)))
         s = summarise(rows).get("amnet")
@@ -125,7 +118,7 @@ def main() -> None:
         "prior": args.prior if args.prior_mix else None,
         "kernel": args.kernel if args.prior_mix and args.prior == "kernel" else None,
         "extra_trunk": args.extra_trunk,
-        "kernel_views": args.kernel_views if args.prior == "kernel" else None,
+        "kernel_views": args.prior_views if args.prior == "kernel" else None,
         "prior_mix": args.prior_mix,
         "script": "scripts/train_default.py",
     }
@@ -136,7 +129,7 @@ def main() -> None:
         training=training,
         metrics=metrics,
         half=True,
-        tta=not args.no_flip,
+        views=not args.no_flip,
     )
     print(f"{out} ({out.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(out)}")
     print(f"member validation rho: {[round(r, 3) for r in val_rhos]}; {time.time() - t0:.0f}s")

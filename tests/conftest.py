@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from amnet.backbone import Preprocess, TrunkSpec, get_trunk_spec, register_trunk
-from amnet.model import AMNetConfig, AMNetHead
-from amnet.weights import save_checkpoint
+from amnet.checkpoint import save_checkpoint
+from amnet.model.head import AMNetConfig, AMNetHead
+from amnet.trunks.registry import Preprocess, TrunkSpec, get_trunk_spec, register_trunk
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LNSIM = SHARED / "lnsim"

@@ -4,7 +4,8 @@ trunk once amnet is imported, and lets the killed-actor test stall one actor mid
 it can kill it.
 
 Ray also starts workers that never score (its own actors, write tasks): registering lazily,
-after ``amnet.predict`` is imported, spares each of them the seconds of importing torch."""
+after ``amnet.inference.predictor`` is imported, spares each of them the seconds of importing
+torch."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 
 def setup() -> None:
-    sys.meta_path.insert(0, _AfterImport("amnet.predict", _register))
+    sys.meta_path.insert(0, _AfterImport("amnet.inference.predictor", _register))
 
 
 def _register() -> None:
@@ -51,15 +52,15 @@ def _register() -> None:
     pid to ``$STATE/victim.pid`` and waits there, mid-batch, to be killed by the test."""
     from conftest import _tiny_spec
 
-    from amnet.predict import Predictor
+    from amnet.inference.predictor import Predictor
 
     _tiny_spec()
     state = Path(os.environ[STATE])
     (state / f"worker-{os.getpid()}").write_text(os.readlink("/proc/self/ns/net"))
-    original = Predictor.predict_tensors
+    original = Predictor._outputs  # every batch goes through the model here
     calls = 0
 
-    def predict_tensors(self: Predictor, x):  # noqa: ANN001
+    def outputs(self: Predictor, x):  # noqa: ANN001
         nonlocal calls
         calls += 1
         if calls == 2 and (state / "stall").exists():
@@ -73,4 +74,4 @@ def _register() -> None:
                 time.sleep(300)  # the test kills this process long before
         return original(self, x)
 
-    Predictor.predict_tensors = predict_tensors  # type: ignore[method-assign]
+    Predictor._outputs = outputs  # type: ignore[method-assign]

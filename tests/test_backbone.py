@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from amnet import backbone, hub
-from amnet.backbone import WeightSource, create_trunk, get_trunk_spec, load_classifier
-from amnet.images import to_tensor
+from amnet import fileio as hub
+from amnet.inference.images import to_tensor
+from amnet.trunks import registry as backbone
+from amnet.trunks.registry import WeightSource, create_trunk, get_trunk_spec, load_classifier
 
 CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from amnet.batch import PredictJob, run_predict
+from amnet.apps.predict import PredictJob, run_predict
 
 
 class Terminal(io.StringIO):
@@ -57,3 +57,21 @@ def test_out_and_maps_must_be_a_file_and_a_folder(tmp_path):
         PredictJob(("x.jpg",), out=str(tmp_path / "d.csv"))
     with pytest.raises(ValueError, match="not a folder"):
         PredictJob(("x.jpg",), maps=str(tmp_path / "f.png"))
+
+
+def test_maps_add_the_whole_score_panel_unless_asked_not_to(photo_dir, tiny_checkpoint, tmp_path):
+    from PIL import Image
+
+    widths = {}
+    for score_maps in (True, False):
+        folder = tmp_path / f"maps{score_maps}"
+        job = PredictJob((str(photo_dir / "img0.png"),), model=str(tiny_checkpoint),
+                         maps=str(folder), score_maps=score_maps)  # fmt: skip
+        err = io.StringIO()
+        summary = run_predict(job, stdout=io.StringIO(), stderr=err)
+        assert summary.maps_written == 1 and "no whole-score map" not in err.getvalue()
+        (png,) = folder.iterdir()
+        with Image.open(png) as im:
+            widths[score_maps] = im.width
+    panel = round(224 * 80 / 60) + 8  # img0.png is 80 x 60
+    assert widths[True] == widths[False] + panel

@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amnet.backbone import create_trunk, get_trunk_spec
-from amnet.cache import (
+from amnet.training.cache import (
     CACHE_VERSION,
     CROP_VIEWS,
     FeatureCache,
@@ -14,7 +13,8 @@ from amnet.cache import (
     FeatureStore,
     apply_view,
 )
-from amnet.data import read_split_file
+from amnet.training.data import read_split_file
+from amnet.trunks.registry import create_trunk, get_trunk_spec
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_crop_views_differ_from_orig_and_are_deterministic(records, tiny_trunk_n
     cropped = FeatureStore(tiny_trunk_name, paths, crops=2, root=tmp_path / "a", **kw)
     again = FeatureStore(tiny_trunk_name, paths, crops=2, root=tmp_path / "b", **kw)
     direct = FeatureStore(tiny_trunk_name, paths, crops=2, cache=False, **kw)
-    assert cropped.names == ("orig", "flip", "crop0", "crop1") and cropped.n_tta == 2
+    assert cropped.names == ("orig", "flip", "crop0", "crop1") and cropped.n_test_views == 2
     for a, b, c in zip(cropped.views, again.views, direct.views, strict=True):
         assert np.array_equal(a, b) and np.array_equal(a, c)
     for a, b in zip(plain.views, cropped.views[:2], strict=True):  # orig, flip unchanged
@@ -69,7 +69,7 @@ def test_crop_views_differ_from_orig_and_are_deterministic(records, tiny_trunk_n
     assert not np.array_equal(crop0, orig) and not np.array_equal(crop1, orig)
     assert not np.array_equal(crop0, crop1) and not np.array_equal(crop0, flip)
     no_flip = FeatureStore(tiny_trunk_name, paths, flip=False, crops=1, root=tmp_path / "a", **kw)
-    assert no_flip.names == ("orig", "crop0") and no_flip.n_tta == 1
+    assert no_flip.names == ("orig", "crop0") and no_flip.n_test_views == 1
     assert np.array_equal(no_flip.views[1], crop0)
     with pytest.raises(ValueError, match="crops must be in 0..10"):
         FeatureStore(tiny_trunk_name, paths, crops=11, root=tmp_path / "a", **kw)
@@ -79,12 +79,12 @@ def test_featureset_keeps_track_of_test_time_views(records, tiny_trunk_name, tmp
     store = FeatureStore(tiny_trunk_name, [r.path for r in records], crops=1, root=tmp_path,
                          log=lambda m: None)  # fmt: skip
     data = store.featureset(records)
-    assert len(data.views) == 3 and data.n_tta == 2
+    assert len(data.views) == 3 and data.n_test_views == 2
     sub = data.subset(np.array([3, 1]))
-    assert sub.n_tta == 2 and len(sub.views) == 3 and sub.ids == [data.ids[3], data.ids[1]]
+    assert sub.n_test_views == 2 and len(sub.views) == 3 and sub.ids == [data.ids[3], data.ids[1]]
     assert np.array_equal(sub.views[2], data.views[2][[3, 1]])
-    tta = data.tta_only()
-    assert len(tta.views) == 2 and tta.n_tta == 2 and tta.views[1] is data.views[1]
-    assert FeatureSet(data.views, data.targets).n_tta == 3  # default: every view
-    with pytest.raises(ValueError, match="n_tta"):
-        FeatureSet(data.views, data.targets, n_tta=4)
+    tta = data.test_views()
+    assert len(tta.views) == 2 and tta.n_test_views == 2 and tta.views[1] is data.views[1]
+    assert FeatureSet(data.views, data.targets).n_test_views == 3  # default: every view
+    with pytest.raises(ValueError, match="n_test_views"):
+        FeatureSet(data.views, data.targets, n_test_views=4)

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 import amnet
-from amnet.cli import main
+from amnet import checkpoint as weights
+from amnet.cli.main import main
 
 
 @pytest.fixture
@@ -162,7 +163,6 @@ def test_usage_errors_exit_2_with_a_one_line_message(
 
 
 def test_without_a_default_model_it_says_to_pass_model(cli, photo_dir, monkeypatch):
-    from amnet import weights
 
     monkeypatch.setattr(weights, "_ALIASES", {})
     monkeypatch.setattr(weights, "_MODELS", {})

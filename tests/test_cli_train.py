@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from amnet.cli import main
-from amnet.weights import read_metadata
+from amnet.checkpoint import read_metadata
+from amnet.cli.main import main
+from amnet.training import cv as evaluate
 
 FAST = ["--epochs", "2", "--batch-size", "8", "--hidden-size", "8", "--proj-dim", "8",
         "--att-dim", "4"]  # fmt: skip
@@ -121,12 +122,11 @@ def test_cv_lnsim25_layout_with_ablations(isola_root, tiny_trunk_name, tmp_path,
 def test_amnet_plus_ridge_averages_the_amnet_head_with_the_prior(
     isola_root, tiny_trunk_name, tmp_path, monkeypatch
 ):
-    from amnet import evaluate
-    from amnet.cache import FeatureStore
-    from amnet.evaluate import CVConfig, _data_config
-    from amnet.model import AMNetConfig
-    from amnet.ridge import fit_prior, predict_prior
-    from amnet.train import TrainConfig
+    from amnet.model.head import AMNetConfig
+    from amnet.training.cache import FeatureStore
+    from amnet.training.cv import CVConfig, _data_config
+    from amnet.training.heads import TrainConfig
+    from amnet.training.priors import fit_prior, predict_prior
 
     calls = []
     real_fit = evaluate.fit
@@ -165,13 +165,12 @@ def test_usage_errors_exit_2(capsys):
 def test_amnet_plus_kernel_blends_the_amnet_head_with_the_kernel_prior(
     isola_root, tiny_trunk_name, tmp_path
 ):
-    from amnet import evaluate
-    from amnet.cache import FeatureStore
-    from amnet.describe import build_descriptor
-    from amnet.evaluate import PRIOR_MIX, CVConfig, _data_config
-    from amnet.model import AMNetConfig
-    from amnet.ridge import block_sizes, describe_views, fit_kernel_prior, predict_kernel
-    from amnet.train import TrainConfig
+    from amnet.builders import build_descriptor
+    from amnet.model.head import AMNetConfig
+    from amnet.training.cache import FeatureStore
+    from amnet.training.cv import PRIOR_MIX, CVConfig, _data_config
+    from amnet.training.heads import TrainConfig
+    from amnet.training.priors import block_sizes, describe_views, fit_kernel_prior, predict_kernel
 
     cfg = CVConfig("lnsim25", str(isola_root), str(tmp_path / "cv"), splits=(0,),
                    trunk=tiny_trunk_name, variants=("amnet", "amnet+kernel", "kernel"),
@@ -187,9 +186,9 @@ def test_amnet_plus_kernel_blends_the_amnet_head_with_the_kernel_prior(
     head, blend, kern = preds("amnet"), preds("amnet+kernel"), preds("kernel")
     recs = {p: evaluate.load_records(_data_config(cfg, 0), p) for p in ("train", "val", "test")}
     # the kernel prior's four views computed again, without the cache
-    assert cfg.kernel_views == ("orig", "flip", "crop4", "crop9") and cfg.kernel == "laplace"
+    assert cfg.prior_views == ("orig", "flip", "crop4", "crop9") and cfg.kernel == "laplace"
     store = FeatureStore(tiny_trunk_name, sorted({r.path for v in recs.values() for r in v}),
-                         views=cfg.kernel_views, cache=False, log=lambda m: None)  # fmt: skip
+                         views=cfg.prior_views, cache=False, log=lambda m: None)  # fmt: skip
     fit_on = store.featureset(recs["train"] + recs["val"])
     d = build_descriptor(tiny_trunk_name)
     prior, _ = fit_kernel_prior(d, describe_views(d, fit_on), fit_on.targets,
@@ -206,10 +205,9 @@ def test_cv_resumed_with_a_blend_reuses_the_saved_head(isola_root, tiny_trunk_na
                                                         monkeypatch):  # fmt: skip
     """Adding amnet+kernel to a finished amnet run blends the saved head predictions instead
     of training the head again."""
-    from amnet import evaluate
-    from amnet.evaluate import PRIOR_MIX, CVConfig
-    from amnet.model import AMNetConfig
-    from amnet.train import TrainConfig
+    from amnet.model.head import AMNetConfig
+    from amnet.training.cv import PRIOR_MIX, CVConfig
+    from amnet.training.heads import TrainConfig
 
     kw = dict(splits=(0,), trunk=tiny_trunk_name, cache_root=str(tmp_path / "c"),
               model=AMNetConfig(in_channels=16, proj_dim=8, att_dim=4, hidden_size=8, fc_dim=8),
@@ -233,3 +231,68 @@ def test_cv_resumed_with_a_blend_reuses_the_saved_head(isola_root, tiny_trunk_na
     m = PRIOR_MIX["amnet+kernel"]
     for i in head:
         assert blend[i] == pytest.approx((1 - m) * head[i] + m * kern[i], abs=2e-6)
+
+
+def test_train_and_cv_take_the_same_config_file(synthetic_dataset, tiny_trunk_name, tmp_path,
+                                                capsys):  # fmt: skip
+    """One schema: the 'model' and 'train' sections of configs/lnsim25-cpu.json configure
+    `amnet train` as they configure `amnet cv`; flags override the file, and a missing --data
+    is a one-line error that says what to add."""
+    shipped = json.loads(open("configs/lnsim25-cpu.json").read())
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**shipped, "train": {**shipped["train"], "epochs": 1}}))
+    out = tmp_path / "run"
+    data = ["--data", "list", "--root", str(synthetic_dataset), "--file",
+            str(synthetic_dataset / "scores.txt"), "--cache-root", str(tmp_path / "c")]  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--out",
+                str(out),
+                "--trunk",
+                tiny_trunk_name,
+                "--lr",
+                "0.002",
+                "--reduce-dim",
+                "0",
+                *data,
+            ]
+        )
+        == 0
+    )  # fmt: skip (16 channels)
+    job = json.loads((out / "config.json").read_text())
+    assert job["model"]["reduce_dim"] == 0 and shipped["model"]["reduce_dim"] == 64  # the flag
+    assert job["model"]["hidden_size"] == shipped["model"]["hidden_size"] == 128  # from the file
+    assert job["train"]["batch_size"] == shipped["train"]["batch_size"]
+    assert job["train"]["epochs"] == 1 and job["train"]["lr"] == 0.002  # file, then the flag
+    capsys.readouterr()
+    assert (
+        main(["train", "--config", "configs/lnsim25-cpu.json", "--out", str(tmp_path / "x")]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--data" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": {"epochz": 3}}))
+    assert main(["train", "--config", str(bad), "--out", str(out), *data]) == 2
+    assert "epochz" in capsys.readouterr().err
+
+
+def test_every_config_field_is_a_flag():
+    """Flags are generated from AMNetConfig and TrainConfig: a field without a flag fails."""
+    import dataclasses
+
+    from amnet.cli.main import build_parser
+    from amnet.model.head import AMNetConfig
+    from amnet.training.heads import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for verb in ("train", "cv"):
+        flags = {s for a in sub.choices[verb]._actions for s in a.option_strings}
+        for cls, skip in ((AMNetConfig, {"in_channels"}), (TrainConfig, set())):
+            for f in dataclasses.fields(cls):
+                if f.name not in skip:
+                    assert f"--{f.name.replace('_', '-')}" in flags, (verb, f.name)
+        assert {"--views", "--no-views", "--no-attention"} <= flags

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import LAMEM_SPLITS, LNSIM
 
-from amnet.data import (
+from amnet.training.data import (
     DataConfig,
     DatasetError,
     load_records,

@@ -1,4 +1,4 @@
-"""Ray batch prediction (amnet.distributed) on a local Ray started by these tests.
+"""Ray batch prediction (amnet.apps.ray.engine) on a local Ray started by these tests.
 
 Ray must only ever use loopback, so the ``local_ray`` fixture first moves this test process
 into a new network namespace in which only ``lo`` exists (``unshare(CLONE_NEWNET)``, as
@@ -29,9 +29,9 @@ import ray
 from PIL import Image
 
 import amnet
-from amnet.cli import main
-from amnet.distributed import RayPredictConfig, predict_ray
-from amnet.writers import record
+from amnet.apps.ray.engine import RayPredictConfig, predict_ray
+from amnet.apps.writers import record
+from amnet.cli.main import main
 
 TESTS = Path(__file__).resolve().parent
 CLONE_NEWNET = 0x40000000

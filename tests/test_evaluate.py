@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from amnet.cache import FeatureStore
-from amnet.data import read_split_file
-from amnet.evaluate import CVConfig, ridge_floor
+from amnet.training.cache import FeatureStore
+from amnet.training.cv import CVConfig, ridge_floor
+from amnet.training.data import read_split_file
 
 
 def test_ridge_floor_uses_only_the_test_time_views(synthetic_dataset, tiny_trunk_name, tmp_path):
@@ -15,7 +15,7 @@ def test_ridge_floor_uses_only_the_test_time_views(synthetic_dataset, tiny_trunk
     data = store.featureset(recs)
     parts = [data.subset(np.arange(a, b)) for a, b in ((0, 36), (36, 48), (48, 60))]
     pred = ridge_floor(*parts)
-    assert np.array_equal(pred, ridge_floor(*(d.tta_only() for d in parts)))
+    assert np.array_equal(pred, ridge_floor(*(d.test_views() for d in parts)))
     every_view = [type(d)(d.views, d.targets, d.ids) for d in parts]  # crops counted as TTA
     assert not np.array_equal(pred, ridge_floor(*every_view))
 

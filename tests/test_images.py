@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import amnet
-from amnet.images import ImageError, load_image
+from amnet.inference.images import ImageError, load_image
 
 OK = None  # expected: scored
 
@@ -116,7 +116,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import conftest
     conftest._tiny_spec()
-    from amnet.cli import main
+    from amnet.cli.main import main
     argv = sys.argv[2:]
     if os.geteuid() == 0:
         main(argv[:-1] + [argv[-1] + ".as_root.csv"])
@@ -140,8 +140,8 @@ def corpus_run(tmp_path_factory):
         import torch
         from conftest import TINY_CFG, _tiny_spec
 
-        from amnet.model import AMNetHead
-        from amnet.weights import save_checkpoint
+        from amnet.checkpoint import save_checkpoint
+        from amnet.model.head import AMNetHead
 
         torch.manual_seed(0)
         ckpt = save_checkpoint(

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from amnet.inputs import iter_inputs
+from amnet.apps.files import iter_inputs
 
 
 @pytest.fixture

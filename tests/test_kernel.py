@@ -7,18 +7,20 @@ import torch
 from PIL import Image
 
 import amnet
-from amnet.describe import BLOCKS, Descriptor, build_descriptor, pool
-from amnet.metrics import spearman
-from amnet.model import AMNetConfig, AMNetEnsemble, AMNetHead, KernelPrior
-from amnet.ridge import (
+from amnet.builders import build_descriptor
+from amnet.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from amnet.inference.engine import RunOptions
+from amnet.model.amnet import AMNetEnsemble
+from amnet.model.head import AMNetConfig, AMNetHead
+from amnet.model.prior import BLOCKS, Descriptor, KernelPrior, pool
+from amnet.training.metrics import spearman
+from amnet.training.priors import (
     block_sizes,
     describe_views,
     fit_kernel_prior,
     predict_kernel,
     ridge_loo,
 )
-from amnet.runtime import RunOptions
-from amnet.weights import load_checkpoint, read_metadata, save_checkpoint
 
 
 def test_pool_regions_match_a_hand_computation():
@@ -110,7 +112,7 @@ def kernel_checkpoint(tmp_path, tiny_trunk_name):
     prior, _ = fit_kernel_prior(d, X, y, block_sizes(d, 16), "laplace", views=views)
     ens = AMNetEnsemble(heads, prior, 0.8).eval()
     path = save_checkpoint(tmp_path / "k.safetensors", ens, trunk=tiny_trunk_name, half=True,
-                           tta=True)  # fmt: skip
+                           views=True)  # fmt: skip
     return path, ens
 
 
@@ -145,14 +147,14 @@ def test_test_time_flip_scores_an_image_and_its_mirror_alike(kernel_checkpoint, 
     a = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
     img, mirror = Image.fromarray(a), Image.fromarray(a[:, ::-1].copy())
     p = amnet.load(path)  # the checkpoint says tta
-    assert p.tta
+    assert p.views
     r, rm = p.predict([img, mirror])
     assert r.score == pytest.approx(rm.score, abs=1e-5)
     np.testing.assert_allclose(r.attention, rm.attention[..., ::-1], atol=1e-6)
     # by hand: heads on the image and its mirror, the prior on four views' mean descriptor
-    from amnet.backbone import create_trunk
-    from amnet.images import prepare
-    from amnet.views import apply_view
+    from amnet.inference.images import prepare
+    from amnet.model.views import apply_view
+    from amnet.trunks.registry import create_trunk
 
     ens, trunk = p.head, create_trunk(read_metadata(path)["trunk"])
     x = prepare(img, p.preprocess)[0][None]  # (1, 3, S, S)
@@ -162,7 +164,7 @@ def test_test_time_flip_scores_an_image_and_its_mirror_alike(kernel_checkpoint, 
         desc = torch.stack([ens.prior.describe(m) for m in f.values()]).mean(0)
         want = 0.2 * heads + 0.8 * ens.prior.score(desc)
     assert r.score == pytest.approx(float(want), abs=1e-5)
-    single = amnet.load(path, options=RunOptions(tta=False))
+    single = amnet.load(path, options=RunOptions(views=False))
     s, sm = single.predict([img, mirror])
     assert abs(s.score - sm.score) > 1e-4  # without flips the two differ: the test can fail
     assert r.score == pytest.approx((s.score + sm.score) / 2, abs=0.05)  # near, not equal
@@ -193,7 +195,7 @@ def test_views_stacked_into_one_trunk_batch_keep_the_images_apart(kernel_checkpo
     "build, stop", [("resnet50", "layer3"), ("efficientnet_lite2", "stride16")]
 )
 def test_trunk_then_tail_is_the_whole_classifier(build, stop):
-    from amnet.backbone import get_trunk_spec
+    from amnet.trunks.registry import get_trunk_spec
 
     torch.manual_seed(0)
     net = get_trunk_spec(build).build().eval()  # random weights: the wiring is what is tested
@@ -205,8 +207,9 @@ def test_trunk_then_tail_is_the_whole_classifier(build, stop):
 
 
 def test_image_descriptor_renormalises_the_main_trunks_input(tiny_trunk_name):
-    from amnet.backbone import Preprocess, create_trunk
-    from amnet.describe import EXTRA_BLOCKS, build_image_descriptor
+    from amnet.builders import build_image_descriptor
+    from amnet.model.prior import EXTRA_BLOCKS
+    from amnet.trunks.registry import Preprocess, create_trunk
 
     unit = Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # main trunk: [0, 1] input
     extra = build_image_descriptor(tiny_trunk_name, EXTRA_BLOCKS, unit)
@@ -227,8 +230,9 @@ def test_kernel_prior_with_a_second_trunk_round_trips_and_exports(tiny_trunk_nam
     checkpoint and ONNX Runtime all score as the descriptor computed by hand says."""
     from safetensors import safe_open
 
-    from amnet.backbone import create_trunk, get_trunk_spec
-    from amnet.describe import EXTRA_BLOCKS, build_image_descriptor
+    from amnet.builders import build_image_descriptor
+    from amnet.model.prior import EXTRA_BLOCKS
+    from amnet.trunks.registry import create_trunk, get_trunk_spec
 
     monkeypatch.setenv("AMNET_HOME", str(tmp_path / "home"))
     torch.manual_seed(0)
@@ -245,7 +249,7 @@ def test_kernel_prior_with_a_second_trunk_round_trips_and_exports(tiny_trunk_nam
     sizes = block_sizes(d, 16) + [p.shape[1] for p in extra.describe.parts(trunk(x[:1]))]
     prior, _ = fit_kernel_prior(d, X, y, sizes, "laplace", extra)
     ens = AMNetEnsemble(heads, prior, 0.8).eval()
-    path = save_checkpoint(tmp_path / "k2.safetensors", ens, trunk=tiny_trunk_name, tta=False)
+    path = save_checkpoint(tmp_path / "k2.safetensors", ens, trunk=tiny_trunk_name, views=False)
     with safe_open(str(path), "pt") as f:
         assert not any(k.startswith(("prior.describe.", "prior.extra.")) for k in f.keys())
     assert read_metadata(path)["prior"]["extra"] == {"trunk": tiny_trunk_name,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from amnet.model import AMNetConfig, AMNetHead
+from amnet.model.head import AMNetConfig, AMNetHead
 
 CFG = AMNetConfig(in_channels=32, proj_dim=16, att_dim=8, hidden_size=24, fc_dim=12)
 
@@ -67,8 +67,8 @@ def test_config_from_dict_rejects_unknown_fields():
 def test_ensemble_averages_heads_and_round_trips(tmp_path):
     from conftest import _tiny_spec
 
-    from amnet.model import AMNetEnsemble
-    from amnet.weights import load_checkpoint, save_checkpoint
+    from amnet.checkpoint import load_checkpoint, save_checkpoint
+    from amnet.model.amnet import AMNetEnsemble
 
     torch.manual_seed(0)
     cfg = AMNetConfig(**{**CFG.to_dict(), "in_channels": 16})
@@ -87,8 +87,9 @@ def test_ensemble_averages_heads_and_round_trips(tmp_path):
 def test_ensemble_with_a_linear_prior_blends_scores_not_attention(tmp_path):
     from conftest import _tiny_spec
 
-    from amnet.model import AMNetEnsemble, LinearPrior
-    from amnet.weights import load_checkpoint, save_checkpoint
+    from amnet.checkpoint import load_checkpoint, save_checkpoint
+    from amnet.model.amnet import AMNetEnsemble
+    from amnet.model.prior import LinearPrior
 
     torch.manual_seed(0)
     cfg = AMNetConfig(**{**CFG.to_dict(), "in_channels": 16})

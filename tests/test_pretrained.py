@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import amnet
-from amnet.hub import sha256_file
-from amnet.weights import get_model_entry, list_models, resolve_model
+from amnet.checkpoint import get_model_entry, list_models, resolve_model
+from amnet.fileio import sha256_file
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "pretrained.json"

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from amnet.cache import FeatureSet
-from amnet.metrics import spearman
-from amnet.ridge import ALPHAS, fit_prior, predict_prior, ridge_loo
+from amnet.training.cache import FeatureSet
+from amnet.training.metrics import spearman
+from amnet.training.priors import ALPHAS, fit_prior, predict_prior, ridge_loo
 
 
 def _brute_force_loo(X, y, alpha):

@@ -1,5 +1,6 @@
-"""Speed options (amnet.runtime, amnet.export): each gives the plain float32 scores within a
-tolerance, on the tiny trunk; ONNX export, cache and ``--runtime onnx`` through the CLI."""
+"""Speed options (amnet.inference.engine, amnet.inference.onnx): each gives the plain float32
+scores within a tolerance, on the tiny trunk; ONNX export, cache and ``--runtime onnx``
+through the CLI."""
 
 import json
 
@@ -9,9 +10,9 @@ import torch
 from torch import nn
 
 import amnet
-from amnet.cli import main
-from amnet.resnet import ResNet
-from amnet.runtime import RunOptions, fold_batchnorm
+from amnet.cli.main import main
+from amnet.inference.engine import RunOptions, fold_batchnorm
+from amnet.trunks.resnet import ResNet
 
 PLAIN = RunOptions(channels_last=False, fold_bn=False, trunk_batch=0)
 
@@ -123,8 +124,8 @@ def test_onnx_export_and_predict_through_the_cli(tiny_checkpoint, photo_dir, tmp
 
 
 def test_onnx_cache_is_keyed_on_the_weights(tiny_trunk_name, tiny_head, monkeypatch, tmp_path):
-    from amnet.backbone import create_trunk
-    from amnet.export import cached_export
+    from amnet.inference.onnx import cached_export
+    from amnet.trunks.registry import create_trunk
 
     monkeypatch.setenv("AMNET_HOME", str(tmp_path))
     trunk = create_trunk(tiny_trunk_name)

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient  # needs the serve extra: pip install 
 from PIL import Image
 
 import amnet
-from amnet.cli import main
-from amnet.serve import ServeConfig, create_app
+from amnet.apps.serve.app import ServeConfig, create_app
+from amnet.cli.main import main
 
 PHOTOS = sorted((LNSIM / "images").glob("*.jpg"))[:3]
 

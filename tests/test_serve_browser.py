@@ -18,7 +18,7 @@ from conftest import LNSIM
 from playwright.sync_api import expect, sync_playwright
 
 import amnet
-from amnet.serve import ServeConfig, create_app
+from amnet.apps.serve.app import ServeConfig, create_app
 
 CHROMIUM = ("/usr/bin/chromium", "/usr/lib/chromium/chromium")
 PHOTOS = sorted((LNSIM / "images").glob("*.jpg"))[:2]

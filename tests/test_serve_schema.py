@@ -9,10 +9,10 @@ from conftest import TINY_CFG, _tiny_spec
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from amnet.backbone import create_trunk
-from amnet.model import AMNetHead
-from amnet.predict import Predictor
-from amnet.serve import ServeConfig, create_app
+from amnet.apps.serve.app import ServeConfig, create_app
+from amnet.inference.predictor import Predictor
+from amnet.model.head import AMNetHead
+from amnet.trunks.registry import create_trunk
 
 
 def _app():

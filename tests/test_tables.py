@@ -1,4 +1,4 @@
-"""Tables of paths in, result tables out (amnet.tables); no Ray needed."""
+"""Tables of paths in, result tables out (amnet.apps.ray.tables); no Ray needed."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from amnet.inputs import iter_inputs
-from amnet.tables import (
+from amnet.apps.files import iter_inputs
+from amnet.apps.ray.tables import (
     csv_columns,
     iter_paths,
     output_layout,

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from amnet.cache import FeatureSet, FeatureStore
-from amnet.data import DataConfig, load_records, random_split, read_split_file
-from amnet.metrics import spearman
-from amnet.model import AMNetConfig
-from amnet.train import TrainConfig, attention_penalty, fit, predict_features
+from amnet.model.head import AMNetConfig
+from amnet.training.cache import FeatureSet, FeatureStore
+from amnet.training.data import DataConfig, load_records, random_split, read_split_file
+from amnet.training.heads import TrainConfig, attention_penalty, fit, predict_features
+from amnet.training.metrics import spearman
 
 MODEL = AMNetConfig(in_channels=16, proj_dim=16, att_dim=8, hidden_size=16, fc_dim=8)
 TRAIN = TrainConfig(epochs=12, batch_size=16, lr=3e-3, patience=12)
@@ -29,7 +29,7 @@ def crop_sets(synthetic_dataset, tiny_trunk_name, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sets(crop_sets):
     """(train, val, test) with the views orig and flip."""
-    return tuple(d.tta_only() for d in crop_sets)
+    return tuple(d.test_views() for d in crop_sets)
 
 
 def test_learns_a_learnable_function(sets):
@@ -71,7 +71,7 @@ def test_kill_and_resume_gives_the_same_result(sets, tmp_path):
 
 def test_training_draws_crop_views_and_resumes_exactly(crop_sets, sets, tmp_path):
     train, val, _ = crop_sets
-    assert len(train.views) == 4 and train.n_tta == 2
+    assert len(train.views) == 4 and train.n_test_views == 2
     tc = TrainConfig(epochs=3, batch_size=16, lr=3e-3)
     full = _killed_and_resumed_equals_full(train, val, tc, tmp_path)
     # the crops change training; without them (or with augment_crops off) nothing changes
@@ -89,9 +89,9 @@ def test_test_time_averaging_ignores_crop_views(crop_sets):
     per_view = [predict_features(head, FeatureSet([v], test.targets)) for v in test.views]
     pred = predict_features(head, test)
     np.testing.assert_allclose(pred, (per_view[0] + per_view[1]) / 2, rtol=1e-12)
-    assert np.array_equal(pred, predict_features(head, test.tta_only()))
+    assert np.array_equal(pred, predict_features(head, test.test_views()))
     assert not np.allclose(pred, np.mean(per_view, axis=0))  # the crops would have changed it
-    assert np.array_equal(predict_features(head, test, tta=False), per_view[0])
+    assert np.array_equal(predict_features(head, test, views=False), per_view[0])
 
 
 def test_same_results_with_and_without_the_cache(synthetic_dataset, tiny_trunk_name, tmp_path):

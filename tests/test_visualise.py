@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amnet.predict import Prediction
-from amnet.visualise import (
+from amnet.apps.figures import (
+    signed_overlay,
     attention_overlays,
     figure,
     heatmap,
@@ -12,6 +12,7 @@ from amnet.visualise import (
     overlay,
     save_map,
 )
+from amnet.inference.predictor import Prediction
 
 
 def peaked(h=14, w=14, at=(0, 0)) -> np.ndarray:
@@ -83,3 +84,34 @@ def test_save_map_writes_a_png_figure(tmp_path):
         assert im.format == "PNG" and im.width == 3 * round(64 * 64 / 48) + 4 * 8
     with pytest.raises(ValueError):
         save_map(Prediction("x.jpg", error="file not found"), tmp_path)
+
+
+def test_signed_overlay_is_red_where_positive_blue_where_negative_and_clear_at_zero():
+    grey = Image.new("RGB", (140, 140), (128, 128, 128))
+    m = np.zeros((7, 7), np.float32)
+    m[0, 0], m[6, 6] = 1.0, -0.5
+    out = np.asarray(signed_overlay(grey, m), dtype=int)
+    r, g, b = out[5, 5]
+    assert r > 180 and b < 80  # positive: red, at full strength
+    r, g, b = out[-6, -6]
+    assert b > r + 50  # negative: blue, half as strong
+    assert (np.abs(out[70, 70] - 128) <= 2).all()  # zero: the image itself
+    assert np.array_equal(np.asarray(signed_overlay(grey, np.zeros((7, 7)))), np.asarray(grey))
+
+
+def test_figure_with_a_score_map_adds_a_panel_and_labels_what_each_shows():
+    img = Image.new("RGB", (400, 200), (0, 200, 0))
+    att, steps = np.stack([peaked()] * 3), (0.1, 0.2, 0.3)
+    plain = figure(img, att, steps, 0.2, panel=100)
+    fig = figure(img, att, steps, 0.2, panel=100, score_map=np.ones((14, 14)), heads_share=0.2)
+    assert fig.width == plain.width + 200 + 8  # one more panel
+    assert fig.height > plain.height  # a line of labels above the panels
+    a = np.asarray(fig)
+    last = a[fig.height // 2, -8 - 100]  # the middle of the whole-score panel: all red
+    assert last[0] > 150 and last[1] < 120
+    labels = a[
+        : fig.height - plain.height + 30, 8 + 200 + 8 :
+    ]  # the label line, right of the image
+    assert (labels.min(-1) < 100).sum() > 50  # some text was drawn there
+    labelled = figure(img, att, steps, 0.2, panel=100, heads_share=1.0)
+    assert labelled.width == plain.width and labelled.height == fig.height

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from amnet.weights import load_checkpoint, read_metadata, save_checkpoint
+from amnet.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 
 
 def test_round_trip_gives_identical_outputs(tmp_path, tiny_head, tiny_trunk_name):

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from amnet.predict import Prediction
-from amnet.writers import open_writer, output_format
+from amnet.apps.writers import open_writer, output_format
+from amnet.inference.predictor import Prediction
 
 PREDS = [
     Prediction("a/x.jpg", 0.71234567, (0.7, 0.71, 0.72)),
@@ -84,7 +84,7 @@ def test_unknown_output_suffix_is_a_usage_error(name):
 
 def test_output_file_gets_the_usual_permissions(tmp_path):
     """Written through a temporary file, yet readable like any file the user creates."""
-    from amnet.hub import _UMASK
+    from amnet.fileio import _UMASK
 
     write(tmp_path / "o.csv")
     assert (tmp_path / "o.csv").stat().st_mode & 0o777 == 0o666 & ~_UMASK

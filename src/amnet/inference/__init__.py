@@ -1,0 +1,1 @@
+"""Images in, predictions out: decoding, the Predictor, engines (torch, ONNX Runtime)."""

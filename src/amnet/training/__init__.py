@@ -1,0 +1,1 @@
+"""Training and evaluation: data readers, feature cache, heads, priors, cross-validation."""

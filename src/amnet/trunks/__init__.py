@@ -1,0 +1,1 @@
+"""Frozen ImageNet trunks: the registry (specs, weights, preprocessing) and the networks."""
