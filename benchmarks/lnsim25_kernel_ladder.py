@@ -43,15 +43,8 @@ from amnet.training.cv import (  # noqa: E402
     split_records,
     write_results,
 )
-from amnet.training.priors import (  # noqa: E402
-    extra_kernel_features,
-    fit_kernel_prior,
-    kernel_features,
-    pooled,
-    predict_kernel,
-    ridge_loo,
-    store_views,
-)
+from amnet.training.descriptors import extra_kernel_features, kernel_features, store_views
+from amnet.training.priors import fit_kernel_prior, pooled, predict_kernel, ridge_loo
 
 STEPS = (  # (row name, number of leading BLOCKS); BLOCKS order is the order of the ladder
     ("kernel: sqrt pooled layer3 (map_mean)", 1),

@@ -41,13 +41,8 @@ from amnet.training.cv import (  # noqa: E402
     split_records,
     write_results,
 )
-from amnet.training.priors import (  # noqa: E402
-    block_sizes,
-    describe_views,
-    fit_kernel_prior,
-    predict_kernel,
-    store_views,
-)
+from amnet.training.descriptors import block_sizes, describe_views, store_views
+from amnet.training.priors import fit_kernel_prior, predict_kernel
 
 
 def view_descriptors(trunk: str, paths: list[str]):

@@ -21,7 +21,6 @@ on the same trunk: the speed is the same, the scores mean nothing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -29,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import Timer, header, human_scores, load, model_path, photos  # noqa: E402
 
+from amnet.builders import build_resmem_head, resmem_state  # noqa: E402
 from amnet.trunks.resnet import resnet152  # noqa: E402
 
 RESMEM_RESIZE, RESMEM_CROP = 256, 227
@@ -43,50 +42,25 @@ RESMEM_RESIZE, RESMEM_CROP = 256, 227
 
 class ResMem(nn.Module):
     """ResMem's forward: ResNet-152 logits (1000) concatenated with a grouped AlexNet-style
-    branch (256 x 6 x 6), then seven fully connected layers and a sigmoid."""
+    branch (256 x 6 x 6), then seven fully connected layers and a sigmoid (``ResMemHead``)."""
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
         super().__init__()
         self.features = resnet152()
-
-        def conv(name: str, in_ch: int, **kw) -> nn.Conv2d:
-            out_ch, per_group, k, _ = state[f"{name}.weight"].shape
-            return nn.Conv2d(in_ch, out_ch, k, groups=in_ch // per_group, **kw)
-
-        self.conv1 = conv("conv1", 3, stride=4)  # (B, 48, 55, 55)
-        self.conv2 = conv("conv2", 48, padding=2)  # (B, 256, 27, 27), 2 groups
-        self.conv3 = conv("conv3", 256, padding=1)  # (B, 384, 13, 13)
-        self.conv4 = conv("conv4", 384, padding=1)
-        self.conv5 = conv("conv5", 384, padding=1)  # (B, 256, 13, 13)
-        self.pool, self.lrn = nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5)
-        for i in range(6, 13):
-            out_f, in_f = state[f"fc{i}.weight"].shape
-            setattr(self, f"fc{i}", nn.Linear(in_f, out_f))
+        self.head = build_resmem_head(state)
 
     def forward_with_activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Scores (B,) and the activations of fc6..fc11 ({"fc6": (B, 4096), ...})."""
-        c = self.lrn(self.pool(F.relu(self.conv1(x))))  # (B, 48, 27, 27)
-        c = self.lrn(self.pool(F.relu(self.conv2(c))))  # (B, 256, 13, 13)
-        c = F.relu(self.conv5(F.relu(self.conv4(F.relu(self.conv3(c))))))
-        c = self.pool(c).flatten(1)  # (B, 9216)
-        h = torch.cat((c, self.features(x)), 1)  # (B, 9216 + 1000)
-        acts = {}
-        for i in range(6, 12):
-            h = acts[f"fc{i}"] = F.relu(getattr(self, f"fc{i}")(h))  # dropout: identity
-        return torch.sigmoid(self.fc12(h)).squeeze(1), acts  # (B,)
+        return self.head.forward_with_activations(x, self.features(x))  # x: (B, 3, 227, 227)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_activations(x)[0]
+        return self.forward_with_activations(x)[0]  # (B,)
 
 
 def load_resmem() -> ResMem:
-    spec = importlib.util.find_spec("resmem")  # finds the wheel without importing it
-    if spec is None or spec.origin is None:
-        sys.exit("ResMem's weights come from its wheel: pip install --no-deps resmem==1.1.6")
-    path = Path(spec.origin).parent / "model.pt"
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = resmem_state()
     net = ResMem(state)
-    net.load_state_dict(state, strict=True)  # every tensor has a place, and every place a tensor
+    feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+    net.features.load_state_dict(feats, strict=True)  # every tensor has a place
     return net.eval()
 
 

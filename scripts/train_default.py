@@ -59,6 +59,27 @@ def main() -> None:
     ap.add_argument("--prior-mix", type=float, help="0: the AMNet heads alone (default: "
                     "PRIOR_MIX of amnet.training.cv for the prior's cv variant)")  # fmt: skip
     ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
+    ap.add_argument("--view-space", choices=("image", "features"), default="image",
+                    help="make the test-time views of the image (a trunk pass each) or of the "
+                    "trunk's map (one pass)")  # fmt: skip
+    ap.add_argument("--base", choices=("resmem",), help="the kernel prior fits the residual "
+                    "over this model's rescaled score (needs --view-space features)")  # fmt: skip
+    ap.add_argument("--base-scale", choices=("regression", "moments"), default="regression",
+                    help="how the base's scores are rescaled onto LNSIM's")  # fmt: skip
+    ap.add_argument(
+        "--distil",
+        metavar="DIR",
+        help="unlabelled photos whose targets are the "
+        "base's rescaled scores (knowledge distillation into the kernel prior)",
+    )
+    ap.add_argument(
+        "--distil-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="use every K-th photo of --distil (sorted paths)",
+    )
+    ap.add_argument("--name", help="the checkpoint's name (default: amnet-lnsim-TRUNK)")
     args = ap.parse_args()
     if args.prior_mix is None:
         args.prior_mix = PRIOR_MIX[f"amnet+{args.prior}"]
@@ -94,9 +115,18 @@ def main() -> None:
         else:
             views = tuple(args.prior_views.split(",")) if not args.no_flip else ("orig",)
             paths = [os.fspath(r.path) for r in records if os.fspath(r.path) in store.index]
-            kernel = KernelDescriptors(args.trunk, paths, views, kernel=args.kernel,
-                                       extra_trunk=args.extra_trunk, have=store)  # fmt: skip
-            prior, loo_rho = kernel.fit(paths, data.targets)  # rows: data's order
+            distil = []
+            if args.distil:
+                found = sorted(str(p) for p in Path(args.distil).rglob("*")
+                               if p.suffix.lower() in (".jpg", ".jpeg", ".png"))  # fmt: skip
+                distil = found[:: args.distil_every]
+            kernel = KernelDescriptors(args.trunk, paths + distil, views, kernel=args.kernel,
+                                       extra_trunk=args.extra_trunk, have=store,
+                                       space=args.view_space, base=args.base)  # fmt: skip
+            teacher = (distil, kernel.r[kernel.rows(distil)]) if distil else None
+            prior, loo_rho = kernel.fit(
+                paths, data.targets, scale=args.base_scale, distil=teacher
+            )  # rows: data's order
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
@@ -109,7 +139,8 @@ def main() -> None:
             metrics["lnsim25_rho_mean_single_head"] = round(float(s["rho_mean"]), 4)
             metrics["lnsim25_rho_std_single_head"] = round(float(s["rho_std"]), 4)
             metrics["lnsim25_mse_mean_single_head"] = round(float(s["mse_mean"]), 5)
-    out = ROOT / "src" / "amnet" / "pretrained" / f"amnet-lnsim-{args.trunk}.safetensors"
+    name = args.name or f"amnet-lnsim-{args.trunk}"
+    out = ROOT / "src" / "amnet" / "pretrained" / f"{name}.safetensors"
     training = {
         "data": "LNSIM (Lu et al., TIP 2020), 2,000 images, targets scores.txt",
         "members": args.members,
@@ -120,11 +151,21 @@ def main() -> None:
         "extra_trunk": args.extra_trunk,
         "kernel_views": args.prior_views if args.prior == "kernel" else None,
         "prior_mix": args.prior_mix,
+        **(
+            {
+                "view_space": args.view_space,
+                "base": args.base,
+                "base_scale": args.base_scale,
+                "distil": args.distil and f"{Path(args.distil).name}, every {args.distil_every}",
+            }
+            if args.view_space != "image" or args.base
+            else {}
+        ),
         "script": "scripts/train_default.py",
     }
     save_checkpoint(
         out,
-        AMNetEnsemble(heads, prior, args.prior_mix if prior else 0.0),
+        AMNetEnsemble(heads, prior, args.prior_mix if prior else 0.0, args.view_space),
         trunk=args.trunk,
         training=training,
         metrics=metrics,

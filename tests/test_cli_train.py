@@ -169,8 +169,9 @@ def test_amnet_plus_kernel_blends_the_amnet_head_with_the_kernel_prior(
     from amnet.model.head import AMNetConfig
     from amnet.training.cache import FeatureStore
     from amnet.training.cv import PRIOR_MIX, CVConfig, _data_config
+    from amnet.training.descriptors import block_sizes, describe_views
     from amnet.training.heads import TrainConfig
-    from amnet.training.priors import block_sizes, describe_views, fit_kernel_prior, predict_kernel
+    from amnet.training.priors import fit_kernel_prior, predict_kernel
 
     cfg = CVConfig("lnsim25", str(isola_root), str(tmp_path / "cv"), splits=(0,),
                    trunk=tiny_trunk_name, variants=("amnet", "amnet+kernel", "kernel"),

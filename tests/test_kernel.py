@@ -13,14 +13,9 @@ from amnet.inference.engine import RunOptions
 from amnet.model.amnet import AMNetEnsemble
 from amnet.model.head import AMNetConfig, AMNetHead
 from amnet.model.prior import BLOCKS, Descriptor, KernelPrior, pool
+from amnet.training.descriptors import block_sizes, describe_views
 from amnet.training.metrics import spearman
-from amnet.training.priors import (
-    block_sizes,
-    describe_views,
-    fit_kernel_prior,
-    predict_kernel,
-    ridge_loo,
-)
+from amnet.training.priors import fit_kernel_prior, predict_kernel, ridge_loo
 
 
 def test_pool_regions_match_a_hand_computation():

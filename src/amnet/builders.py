@@ -3,10 +3,13 @@ descriptors (never stored in checkpoints: amnet does not redistribute trunk weig
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from amnet.model.prior import BLOCKS, TAIL_BLOCKS, Descriptor, ImageDescriptor
+from amnet.model.resmem import ResMemHead
 from amnet.trunks.registry import Preprocess, Trunk, get_trunk_spec, load_classifier
 
 
@@ -52,3 +55,38 @@ def build_image_descriptor(
     m, s, m2, s2 = (torch.tensor(v) for v in (main.mean, main.std, own.mean, own.std))
     return _frozen(ImageDescriptor(Trunk(net, spec.stop, trunk), Descriptor(blocks, tail),
                                    s / s2, (m - m2) / s2))  # fmt: skip
+
+
+def resmem_state() -> dict[str, torch.Tensor]:
+    """Every tensor of ResMem's ``model.pt`` (resmem==1.1.6 wheel, found without importing it)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("resmem")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("ResMem's weights come from its wheel: "
+                                "pip install --no-deps resmem==1.1.6")  # fmt: skip
+    path = Path(spec.origin).parent / "model.pt"
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build_resmem_head(state: dict[str, torch.Tensor] | None = None) -> ResMemHead:
+    """ResMem's head (AlexNet branch + fc6..fc12) with its weights, frozen."""
+    state = state if state is not None else resmem_state()
+    own = {k: v for k, v in state.items() if not k.startswith("features.")}
+    head = ResMemHead({k: tuple(v.shape) for k, v in own.items()})
+    head.load_state_dict(own, strict=True)
+    head.name = "resmem"
+    return _frozen(head)
+
+
+# a kernel prior's base models, by the name its checkpoint records (tests add tiny ones)
+BASES: dict[str, Callable[[], nn.Module]] = {"resmem": build_resmem_head}
+
+
+def build_base(name: str) -> nn.Module:
+    if name not in BASES:
+        raise ValueError(f"unknown prior base {name!r}; known: {', '.join(BASES)}")
+    base = BASES[name]()
+    base.name = name
+    return base

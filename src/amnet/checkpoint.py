@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from amnet import __version__
 from amnet import fileio as hub
-from amnet.builders import build_descriptor, build_image_descriptor
+from amnet.builders import build_base, build_descriptor, build_image_descriptor
 from amnet.model.amnet import AMNetEnsemble
 from amnet.model.head import AMNetConfig, AMNetHead
 from amnet.model.prior import KernelPrior, LinearPrior
@@ -25,7 +25,7 @@ from amnet.trunks.registry import Preprocess, get_trunk_spec
 
 FORMAT_VERSION = 1
 # frozen trunk layers inside a kernel prior: never written, rebuilt from the trunks' weights
-FROZEN_PREFIXES = ("prior.describe.", "prior.extra.")
+FROZEN_PREFIXES = ("prior.describe.", "prior.extra.", "prior.base.")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,11 @@ def save_checkpoint(
         "prior_mix": getattr(head, "prior_mix", 0.0),
         "prior": _prior_meta(getattr(head, "prior", None)),
         "tta": views,
+        **(
+            {"view_space": head.view_space}
+            if getattr(head, "view_space", "image") != "image"
+            else {}
+        ),  # format 1 files made of the image's views carry no key
         "trunk": trunk,
         "preprocess": pp.to_dict(),
         "training": training or {},
@@ -164,7 +169,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble,
         heads = [AMNetHead(AMNetConfig.from_dict(c)) for c in meta["ensemble"]]
         mix = float(meta.get("prior_mix") or 0.0)
         prior = _build_prior(meta, heads[0].cfg.in_channels) if mix else None
-        head = AMNetEnsemble(heads, prior, mix)
+        head = AMNetEnsemble(heads, prior, mix, meta.get("view_space", "image"))
     else:
         head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
@@ -182,7 +187,8 @@ def _prior_meta(prior: LinearPrior | KernelPrior | None) -> dict | None:
         return {"kind": "kernel", "blocks": list(prior.describe.blocks), "dim": dim,
                 "n_support": n, "kernel": prior.kernel, "views": list(prior.views),
                 "extra": {"trunk": extra.trunk.name, "blocks": list(extra.blocks)}
-                if extra is not None else None}  # fmt: skip
+                if extra is not None else None,
+                **({"base": prior.base.name} if prior.base is not None else {})}  # fmt: skip
     return {"kind": "linear"} if prior is not None else None
 
 
@@ -198,7 +204,9 @@ def _build_prior(meta: dict, channels: int) -> LinearPrior | KernelPrior:
             main = Preprocess.from_dict(meta["preprocess"])
             extra = build_image_descriptor(extra["trunk"], tuple(extra["blocks"]), main)
         views = tuple(spec.get("views", FLIP_VIEWS))  # before crops: orig and flip
-        return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]), kernel, extra, views)
+        base = build_base(spec["base"]) if spec.get("base") else None
+        return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]), kernel, extra,
+                           views, base)  # fmt: skip
     raise ValueError(f"unknown prior kind {spec['kind']!r} (a newer amnet?)")
 
 

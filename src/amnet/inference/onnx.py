@@ -90,6 +90,8 @@ def _model_key(trunk: nn.Module, head: nn.Module, size: int, views: bool) -> str
     test-time views (flips, a kernel prior's crops), the exporter (torch version, opset), the
     graph's layout and amnet's version."""
     views = model_views(head, views)
+    space = getattr(head, "view_space", "image")
+    views = views if space == "image" else (*views, space)  # where the views are made
     h = hashlib.sha256(f"{__version__}|{torch.__version__}|{OPSET}|{GRAPH}|{size}|{views}".encode())
     for prefix, module in (("trunk.", trunk), ("head.", head)):
         for name, t in module.state_dict().items():

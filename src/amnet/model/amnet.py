@@ -12,7 +12,7 @@ from torch import nn
 
 from amnet.model.head import AMNetHead, AMNetOutput
 from amnet.model.prior import KernelPrior, LinearPrior
-from amnet.model.views import HEAD_VIEWS, apply_view, check_views
+from amnet.model.views import HEAD_VIEWS, VIEW_SPACES, apply_view, check_views
 
 
 def _unmirror(att: torch.Tensor, mirrored: bool) -> torch.Tensor:
@@ -47,7 +47,7 @@ class AMNetEnsemble(nn.Module):
 
     def __init__(
         self, heads: list[AMNetHead], prior: LinearPrior | KernelPrior | None = None,
-        prior_mix: float = 0.0,
+        prior_mix: float = 0.0, view_space: str = "image",
     ) -> None:  # fmt: skip
         super().__init__()
         if not heads:
@@ -60,6 +60,9 @@ class AMNetEnsemble(nn.Module):
         self.cfg = heads[0].cfg
         self.prior = prior
         self.prior_mix = prior_mix
+        if view_space not in VIEW_SPACES:
+            raise ValueError(f"view_space must be one of {VIEW_SPACES}, got {view_space!r}")
+        self.view_space = view_space  # where its test-time views are made (AMNet)
 
     def _heads(self, feats: torch.Tensor) -> AMNetOutput:
         outs = [h(feats) for h in self.heads]
@@ -76,9 +79,19 @@ class AMNetEnsemble(nn.Module):
         names = [v for v in feats if v in getattr(self.prior, "views", HEAD_VIEWS)]
         images = images or {}
         seen = _stack_views([images[v] for v in names]) if set(names) <= set(images) else None
-        desc = self.prior.features(_stack_views([feats[v] for v in names]), seen)  # (V * B, D)
+        base = None
+        if getattr(self.prior, "base", None) is None:
+            desc = self.prior.features(_stack_views([feats[v] for v in names]), seen)
+        else:  # the base scores the image itself with the logits of its "orig" view
+            desc, logits = self.prior.features_with_logits(
+                _stack_views([feats[v] for v in names]), seen
+            )  # (V * B, D), (V * B, K)
+            logits = logits.unflatten(0, (len(names), -1))[names.index("orig")]  # (B, K)
+            base = self.prior.base_score(images["orig"], logits)  # (B,)
         desc = desc.unflatten(0, (len(names), -1))  # (V, B, D): all views in one batch
-        m, p = self.prior_mix, self.prior.score(desc.mean(0))  # p: (B,)
+        desc = desc.mean(0)  # (B, D)
+        p = self.prior.score(desc) if base is None else self.prior.score(desc, base)  # (B,)
+        m = self.prior_mix
         score = (1 - m) * out.score + m * p  # (B,)
         steps = (1 - m) * out.step_scores + m * p.unsqueeze(1)  # (B, T)
         raw = (score - self.cfg.target_mean) * self.cfg.target_scale
@@ -112,18 +125,30 @@ class AMNet(nn.Module):
     each image (``model_views``) run through ``trunk`` as one batch (V * B images: fuller
     batches, faster for small B), the heads and prior average them as ``head_views`` does.
 
+    With ``space="features"`` the trunk runs once, on the images alone, and the views are made
+    from its map instead (the same flips and crops, applied to the (B, C, H, W) map): one trunk
+    pass instead of V; the heads and the prior see the views of the map.
+
     ``trunk`` is any module mapping images to its map (B, C, H, W): the frozen trunk itself, or
     the torch engine's wrapper of it (chunks, memory format). Nothing here stops gradients:
     the output is a differentiable function of the images."""
 
     def __init__(
-        self, trunk: nn.Module, head: AMNetHead | AMNetEnsemble, views: tuple[str, ...] = ("orig",)
-    ) -> None:
+        self, trunk: nn.Module, head: AMNetHead | AMNetEnsemble, views: tuple[str, ...] = ("orig",),
+        space: str | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.trunk, self.head = trunk, head
+        space = space or getattr(head, "view_space", "image")  # None: as the model was fitted
+        if space not in VIEW_SPACES:
+            raise ValueError(f"space must be one of {VIEW_SPACES}, got {space!r}")
+        self.trunk, self.head, self.space = trunk, head, space
         self.views = check_views(views, with_orig=True)
 
     def forward(self, x: torch.Tensor) -> AMNetOutput:
+        if self.space == "features":
+            maps = self.trunk(x)  # (B, C, H, W): one pass
+            feats = {v: apply_view(maps, v) for v in self.views}  # views of the map
+            return head_views(self.head, feats, {"orig": x})
         views = image_views(x, self.views)
         maps = self.trunk(_stack_views(list(views.values())))  # (V * B, C, H, W)
         maps = maps.chunk(len(views))  # V x (B, C, H, W); B stays dynamic in an ONNX export

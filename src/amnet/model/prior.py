@@ -63,8 +63,18 @@ class Descriptor(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.parts(feats), dim=1)  # (B, D)
 
+    def forward_with_logits(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The descriptor (B, D) and the tail's ImageNet logits (B, K)."""
+        parts, logits = self._parts(feats)
+        if logits is None:
+            raise ValueError("this descriptor runs no tail: it has no logits")
+        return torch.cat(parts, dim=1), logits
+
     def parts(self, feats: torch.Tensor) -> list[torch.Tensor]:
         """The blocks, in order, each (B, C_block)."""
+        return self._parts(feats)[0]
+
+    def _parts(self, feats: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         out: list[torch.Tensor] = []
         y = logits = None
         if self.tail is not None and TAIL_BLOCKS & set(self.blocks):
@@ -75,7 +85,7 @@ class Descriptor(nn.Module):
                 out.append(torch.log(torch.softmax(logits, dim=1) + LOGPROB_FLOOR))  # (B, K)
             else:
                 out.append(pool(feats if src == "map" else y, kind))
-        return out
+        return out, logits
 
 
 class ImageDescriptor(nn.Module):
@@ -135,11 +145,17 @@ class KernelPrior(nn.Module):
     with ``extra`` (an ``amnet.model.prior.ImageDescriptor``: a second trunk that sees the
     images), its blocks appended. Both are frozen and not part of the fitted state:
     checkpoints leave their tensors out and they are rebuilt from the trunks' weights. The
-    buffers are set by ``amnet.training.priors.fit_kernel_prior``, never by gradient descent."""
+    buffers are set by ``amnet.training.priors.fit_kernel_prior``, never by gradient descent.
+
+    With a ``base`` (``amnet.model.resmem.ResMemHead``: a score of the image and the tail's
+    logits), the kernel ridge models the residual over ``base_scale * base + base_shift``, and
+    the score is their sum: far from every training image the kernel part fades and the prior
+    falls back to the rescaled base instead of to the training mean."""
 
     def __init__(
         self, describe: nn.Module, dim: int, n_support: int, kernel: str = "rbf",
         extra: nn.Module | None = None, views: tuple[str, ...] = FLIP_VIEWS,
+        base: nn.Module | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         if kernel not in KERNELS:
@@ -155,29 +171,48 @@ class KernelPrior(nn.Module):
         self.register_buffer("coef", torch.zeros(n_support))  # (N,)
         self.register_buffer("bias", torch.zeros(()))
         self.register_buffer("gamma", torch.ones(()))
+        self.base = base
+        if base is not None:
+            self.register_buffer("base_scale", torch.ones(()))
+            self.register_buffer("base_shift", torch.zeros(()))
 
-    def score(self, desc: torch.Tensor) -> torch.Tensor:
+    def base_score(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The rescaled base score (B,) of images (B, 3, S, S) and their logits (B, K)."""
+        return self.base_scale * self.base(images, logits) + self.base_shift
+
+    def score(self, desc: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """The score (B,) of descriptors (B, D), plus the rescaled ``base_score`` (B,)."""
         z = (desc.float() - self.mean) * self.scale  # (B, D)
         s = self.support.float()
         d2 = (z * z).sum(1, keepdim=True) + self.support_sq - 2.0 * z @ s.T  # (B, N)
         d = d2.clamp_min(0.0)
         k = torch.exp(-self.gamma * (d.sqrt() if self.kernel == "laplace" else d))  # (B, N)
-        return (k @ self.coef + self.bias).clamp(0.0, 1.0)  # (B,)
+        out = k @ self.coef + self.bias  # (B,)
+        return (out if base is None else out + base).clamp(0.0, 1.0)
 
     def features(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """The descriptor (B, D) of trunk maps ``feats`` and, with ``extra``, of ``images``."""
-        desc = self.describe(feats)
+        return self.features_with_logits(feats, images)[0]
+
+    def features_with_logits(
+        self, feats: torch.Tensor, images: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``features`` and, with a ``base``, the tail's logits (B, K) it needs (else None)."""
+        desc, logits = (self.describe.forward_with_logits(feats) if self.base is not None
+                        else (self.describe(feats), None))  # fmt: skip
         if self.extra is None:
-            return desc
+            return desc, logits
         if images is None:
             raise ValueError("this kernel prior describes the images too: pass images")
-        return torch.cat([desc, self.extra(images)], dim=1)
+        return torch.cat([desc, self.extra(images)], dim=1), logits
 
     def frozen_nets(self) -> list[nn.Module]:
         """The networks the descriptor runs (a runtime may fold or re-lay them out)."""
         nets = [getattr(self.describe, "tail", None)]
         if self.extra is not None:
             nets += [self.extra.trunk, getattr(self.extra.describe, "tail", None)]
+        if self.base is not None:
+            nets.append(self.base)
         return [n for n in nets if n is not None]
 
     def forward(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,6 +19,8 @@ CROP_ANCHORS = ((0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.5, 0.5))
 CROP_VIEWS = tuple(f"crop{k}" for k in range(2 * len(CROP_ANCHORS)))
 VIEWS = FLIP_VIEWS + CROP_VIEWS
 HEAD_VIEWS = FLIP_VIEWS  # the views AMNet heads are averaged over (attention maps align)
+# where views are made: of the image (a trunk pass each), or of the trunk's map (one pass)
+VIEW_SPACES = ("image", "features")
 
 
 def check_views(views, *, with_orig: bool = False) -> tuple[str, ...]:

@@ -11,10 +11,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from amnet.builders import build_descriptor, build_image_descriptor
+from amnet.builders import build_base, build_descriptor, build_image_descriptor
 from amnet.model.prior import EXTRA_BLOCKS, KERNELS, KernelPrior, LinearPrior
 from amnet.model.views import FLIP_VIEWS
 from amnet.training.cache import FeatureSet, FeatureStore
+from amnet.training.descriptors import (
+    base_scores,
+    block_sizes,
+    map_view_features,
+    prior_features,
+    store_views,
+)
 from amnet.training.metrics import spearman
 from amnet.trunks.registry import get_trunk_spec
 
@@ -34,7 +41,7 @@ def pooled(data: FeatureSet, batch: int = 256, *, views: bool = True) -> np.ndar
 
 def loo_ridge(
     Q: np.ndarray, lam: np.ndarray, Qy: np.ndarray, y: np.ndarray, alphas: np.ndarray,
-    *, intercept: bool,
+    *, intercept: bool, offset: np.ndarray | None = None, rows: np.ndarray | None = None,
 ) -> tuple[float, float]:  # fmt: skip
     """The one ridge of amnet, in a spectral basis: fitted values ``Q @ (lam / (lam + a) *
     Qy) + mean(y)`` for each penalty ``a`` in ``alphas``, scored by exact leave-one-out
@@ -42,14 +49,20 @@ def loo_ridge(
     1/N to each leverage). Returns (best rho, its penalty). The linear prior passes the SVD of
     its standardised features (lam = s^2), the kernel prior the eigendecomposition of its
     kernel matrix; the penalty rule (absolute grid, or a grid times the mean eigenvalue) is the
-    caller's ``alphas``."""
+    caller's ``alphas``. When y is a residual, rho is of ``offset + y`` (the whole score), and
+    on ``rows`` only (e.g. the human-scored rows among distilled ones) when given."""
     ym = float(y.mean())
     best = (-np.inf, 0.0)
     for a in alphas:
         d = lam / (lam + a)
         fitted = Q @ (d * Qy) + ym
         h = (Q**2) @ d + (1.0 / len(y) if intercept else 0.0)  # leverages
-        rho = spearman(y - (y - fitted) / (1.0 - h), y)  # leave-one-out predictions
+        loo = y - (y - fitted) / (1.0 - h)  # leave-one-out predictions
+        if offset is None and rows is None:
+            rho = spearman(loo, y)
+        else:
+            whole, truth = (loo, y) if offset is None else (loo + offset, y + offset)
+            rho = spearman(whole[rows], truth[rows]) if rows is not None else spearman(whole, truth)
         if rho > best[0]:
             best = (rho, float(a))
     return best
@@ -92,86 +105,6 @@ GAMMA = 1.0  # width: exp(-GAMMA * d / median d between training images); d = |z
 # or |z - s| (laplace)
 
 
-@torch.inference_mode()
-def describe_views(describe: nn.Module, data: FeatureSet | list[np.ndarray], *,
-                   views: bool = True, batch: int = 64) -> np.ndarray:  # fmt: skip
-    """Descriptors (N, D) of cached maps, averaged over the test-time views when ``views``
-    (as ``AMNetEnsemble.forward_views`` averages them), else of the original view."""
-    maps = data if isinstance(data, list) else data.views[: data.n_test_views]
-    out = []
-    for v in maps if views else maps[:1]:
-        parts = [describe(torch.from_numpy(np.asarray(v[i : i + batch], np.float32))).numpy()
-                 for i in range(0, len(v), batch)]  # fmt: skip
-        out.append(np.concatenate(parts))
-    return np.mean(out, axis=0)
-
-
-def block_sizes(describe: nn.Module, channels: int, size: int = 14) -> list[int]:
-    """The width of each block of ``describe`` (a trunk map of ``channels`` x size x size)."""
-    with torch.inference_mode():
-        return [p.shape[1] for p in describe.parts(torch.rand(1, channels, size, size))]
-
-
-def kernel_features(describe: nn.Module, views: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
-    """Descriptors (N, D) of cached maps averaged over ``views``, and each block's width: the
-    inputs of ``fit_kernel_prior``."""
-    X = describe_views(describe, views)
-    return X, block_sizes(describe, views[0].shape[1], views[0].shape[-1])
-
-
-def store_views(
-    trunk: str,
-    paths: list[str],
-    views: tuple[str, ...],
-    *,
-    have: FeatureStore | None = None,
-    root=None,
-    log=print,
-) -> list[np.ndarray]:
-    """The cached maps of ``trunk`` for ``paths`` (in this order), one array per view of
-    ``views``; views already in ``have`` (a store of the same trunk) are taken from it."""
-    got = {}
-    if have is not None:
-        got = {v: (have, a) for v, a in zip(have.names, have.views, strict=False)}
-    need = tuple(v for v in views if v not in got)
-    if need:
-        store = FeatureStore(trunk, sorted(set(paths)), views=need, root=root, log=log)
-        got.update({v: (store, a) for v, a in zip(store.names, store.views, strict=True)})
-    out = []
-    for v in views:
-        store, a = got[v]
-        missing = [p for p in paths if os.fspath(p) not in store.index]
-        if missing:
-            raise ValueError(f"{len(missing)} images unreadable for {trunk!r}: {missing[:3]}")
-        out.append(a[[store.index[os.fspath(p)] for p in paths]])
-    return out
-
-
-def extra_kernel_features(
-    trunk: str, paths: list[str], views: tuple[str, ...] = FLIP_VIEWS, *, root=None, log=print
-) -> tuple[np.ndarray, list[int]]:
-    """A second trunk's descriptors (N, D2) of the images ``paths`` (in this order; its
-    ``EXTRA_BLOCKS``, from its cached maps, averaged over ``views``) and each block's width:
-    the columns an ``extra`` descriptor appends to ``kernel_features``'."""
-    maps = store_views(trunk, paths, views, root=root, log=log)
-    return kernel_features(build_descriptor(trunk, EXTRA_BLOCKS), maps)
-
-
-def prior_features(
-    describe: nn.Module, trunk: str, paths: list[str], views: tuple[str, ...], *,
-    have: FeatureStore | None = None, extra_trunk: str | None = None, root=None, log=print,
-) -> tuple[np.ndarray, list[int]]:  # fmt: skip
-    """What ``fit_kernel_prior`` takes for the images ``paths`` (in this order): ``describe``
-    of ``trunk``'s cached maps averaged over ``views`` and, with ``extra_trunk``, that trunk's
-    descriptors appended (N, D); and each block's width."""
-    maps = store_views(trunk, paths, views, have=have, root=root, log=log)
-    X, sizes = kernel_features(describe, maps)
-    if extra_trunk:
-        X2, sizes2 = extra_kernel_features(extra_trunk, paths, views, root=root, log=log)
-        X, sizes = np.hstack([X, X2]), sizes + sizes2
-    return X, sizes
-
-
 def fit_kernel_prior(
     describe: nn.Module,
     X: np.ndarray,
@@ -180,14 +113,20 @@ def fit_kernel_prior(
     kernel: str = "rbf",
     extra: nn.Module | None = None,
     views: tuple[str, ...] = FLIP_VIEWS,
+    *,
+    base: tuple[nn.Module, np.ndarray, float, float] | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[KernelPrior, float]:
     """Kernel ridge on descriptors X (N, D) -> y (N,): each block standardised (sd floored
     at a tenth of the block's mean sd) and weighted by 1/sqrt(its width) so every block
     counts alike, an RBF or Laplacian ``kernel`` with the median heuristic, and the penalty
     chosen by exact leave-one-out Spearman rho on (X, y). With ``extra`` (an
     ``ImageDescriptor``) X's last columns are its descriptors; ``views``: the test-time views
-    X's rows were averaged over (the prior averages the same ones when it scores). Returns
-    (prior, leave-one-out rho)."""
+    X's rows were averaged over (the prior averages the same ones when it scores). With
+    ``base`` = (module, its scores r (N,), scale a, shift b) the ridge fits the residual
+    y - (a r + b) and the prior adds a * module(...) + b back when it scores. ``rows``: the rows
+    whose leave-one-out rho chooses the penalty (default: all). Returns (prior, leave-one-out
+    rho)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     X = np.asarray(X, np.float64)
@@ -206,10 +145,19 @@ def fit_kernel_prior(
     gamma = GAMMA / float(np.median(D))
     lam, Q = np.linalg.eigh(np.exp(-gamma * D))
     lam = np.clip(lam, 0.0, None)
+    offset = None
+    if base is not None:
+        offset = base[2] * np.asarray(base[1], np.float64) + base[3]  # (N,) the rescaled base
+        y = y - offset  # the residual
     ym = float(y.mean())
     Qy = Q.T @ (y - ym)
-    rho, alpha = loo_ridge(Q, lam, Qy, y, KERNEL_ALPHAS * lam.mean(), intercept=False)
-    prior = KernelPrior(describe, X.shape[1], len(X), kernel, extra, views)
+    rho, alpha = loo_ridge(Q, lam, Qy, y, KERNEL_ALPHAS * lam.mean(), intercept=False,
+                           offset=offset, rows=rows)  # fmt: skip
+    prior = KernelPrior(describe, X.shape[1], len(X), kernel, extra, views,
+                        base[0] if base is not None else None)  # fmt: skip
+    if base is not None:
+        prior.base_scale.fill_(float(base[2]))
+        prior.base_shift.fill_(float(base[3]))
     coef = Q @ (Qy / (lam + alpha))
     for name, value in (("mean", mu), ("scale", scale), ("support", Z), ("support_sq", sq),
                         ("coef", coef), ("bias", ym), ("gamma", gamma)):  # fmt: skip
@@ -217,43 +165,89 @@ def fit_kernel_prior(
     return prior.eval(), float(rho)
 
 
-def predict_kernel(prior: KernelPrior, X: np.ndarray) -> np.ndarray:
-    """The prior's scores (N,) for descriptors X (N, D)."""
+def predict_kernel(prior: KernelPrior, X: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+    """The prior's scores (N,) for descriptors X (N, D) (and its rescaled base scores (N,))."""
     with torch.inference_mode():
-        return prior.score(torch.from_numpy(np.asarray(X, np.float32))).double().numpy()
+        b = None if base is None else torch.from_numpy(np.asarray(base, np.float32))
+        return prior.score(torch.from_numpy(np.asarray(X, np.float32)), b).double().numpy()
 
 
 class KernelDescriptors:
     """The kernel prior's descriptors of a set of images, computed once (``describe`` of the
-    trunk's cached maps averaged over ``views``, a second trunk's appended with
-    ``extra_trunk``), and the prior fitted on any subset of them: ``amnet cv`` fits one per
-    split, the recipe of the shipped models one on every image. The one way amnet fits a
-    kernel prior."""
+    trunk's cached maps averaged over ``views``, made of the image or of the map: ``space``; a
+    second trunk's appended with ``extra_trunk``), and the prior fitted on any subset of them:
+    ``amnet cv`` fits one per split, the recipe of the shipped models one on every image. The
+    one way amnet fits a kernel prior. With ``base="resmem"`` ResMem's head scores every image
+    too (``r``), and the prior fits the residual over its rescaled score."""
 
     def __init__(
         self, trunk: str, paths: list[str], views: tuple[str, ...], *, kernel: str = "laplace",
         extra_trunk: str | None = None, have: FeatureStore | None = None, root=None, log=print,
+        space: str = "image", base: str | None = None,
     ) -> None:  # fmt: skip
         self.trunk, self.views, self.kernel, self.extra_trunk = trunk, views, kernel, extra_trunk
         self.describe = build_descriptor(trunk)
-        self.X, self.sizes = prior_features(
-            self.describe, trunk, paths, views, have=have, extra_trunk=extra_trunk, root=root,
-            log=log,
-        )  # fmt: skip
         self.index = {os.fspath(p): i for i, p in enumerate(paths)}  # path -> row of X
+        self.base, self.r = None, None
+        if base is None:
+            self.X, self.sizes = prior_features(
+                self.describe, trunk, paths, views, have=have, extra_trunk=extra_trunk,
+                root=root, log=log, space=space,
+            )  # fmt: skip
+            return
+        if space != "features" or extra_trunk:
+            raise ValueError("a base needs views made of the map (space='features'), one trunk")
+        (maps,) = store_views(trunk, paths, ("orig",), have=have, root=root, log=log)
+        self.X, logits = map_view_features(self.describe, maps, views)
+        self.sizes = block_sizes(self.describe, maps.shape[1], maps.shape[-1])
+        self.base = build_base(base)
+        self.r = base_scores(self.base, list(paths), logits, get_trunk_spec(trunk).preprocess)
 
     def rows(self, paths) -> np.ndarray:
         return np.array([self.index[os.fspath(p)] for p in paths], dtype=np.int64)
 
-    def fit(self, paths, y: np.ndarray) -> tuple[KernelPrior, float]:
+    def fit(
+        self, paths, y: np.ndarray, *, scale: str = "regression",
+        distil: tuple[list, np.ndarray] | None = None,
+    ) -> tuple[KernelPrior, float]:  # fmt: skip
         """The prior fitted on the images ``paths`` with targets ``y`` (penalty by
-        leave-one-out): (prior, leave-one-out rho)."""
+        leave-one-out on them): (prior, leave-one-out rho).
+
+        With a base, its scores are rescaled onto y's scale on these images (``scale``:
+        "regression", least squares; "moments", the same mean and sd). ``distil`` = (paths,
+        teacher scores on the base's scale): more images, their targets the teacher's scores
+        rescaled alike (knowledge distillation; they never choose the penalty)."""
+        y = np.asarray(y, np.float64)
+        rows = self.rows(paths)
         extra = None
         if self.extra_trunk:
             main = get_trunk_spec(self.trunk).preprocess
             extra = build_image_descriptor(self.extra_trunk, EXTRA_BLOCKS, main)
-        return fit_kernel_prior(self.describe, self.X[self.rows(paths)], np.asarray(y),
-                                self.sizes, self.kernel, extra, self.views)  # fmt: skip
+        if self.base is None:
+            if distil is not None:
+                raise ValueError("distillation needs a base (its scale)")
+            return fit_kernel_prior(self.describe, self.X[rows], y, self.sizes, self.kernel,
+                                    extra, self.views)  # fmt: skip
+        r = self.r[rows]
+        if scale == "regression":
+            a = float(np.cov(r, y)[0, 1] / np.var(r, ddof=1))
+        elif scale == "moments":
+            a = float(y.std() / r.std())
+        else:
+            raise ValueError(f"scale must be 'regression' or 'moments', got {scale!r}")
+        b = float(y.mean() - a * r.mean())
+        fit_rows, targets = rows, y
+        if distil is not None:
+            fit_rows = np.concatenate([rows, self.rows(distil[0])])
+            targets = np.concatenate([y, a * np.asarray(distil[1], np.float64) + b])
+        return fit_kernel_prior(
+            self.describe, self.X[fit_rows], targets, self.sizes, self.kernel, None, self.views,
+            base=(self.base, self.r[fit_rows], a, b), rows=np.arange(len(rows)),
+        )  # fmt: skip
 
     def predict(self, prior: KernelPrior, paths) -> np.ndarray:
-        return predict_kernel(prior, self.X[self.rows(paths)])
+        rows = self.rows(paths)
+        if prior.base is None:
+            return predict_kernel(prior, self.X[rows])
+        base = prior.base_scale.item() * self.r[rows] + prior.base_shift.item()
+        return predict_kernel(prior, self.X[rows], base)

@@ -1,0 +1,172 @@
+"""The general-domain ladder (issues 15 and 16): what ResMem's knowledge and views made of the
+trunk's map buy, measured on both sides.
+
+Every row is a kernel prior (Laplacian, the shipped descriptor) on ResNet-152's map, its views
+made of the map (one trunk pass: ``AMNet(space="features")``) unless the row says otherwise:
+- lnsim25: Spearman rho of the prior alone on the 25 test halves, everything (the prior, the
+  ResMem rescaling, the penalty) fitted on each training half; distilled rows add pool photos
+  whose targets are ResMem's (rescaled) scores, never an LNSIM test label;
+- pool agreement: 2-fold over ../shared/datasets/pool (4,248 photos of every kind): the prior
+  fitted on all 2,000 LNSIM photos (+ the other fold's pool photos when distilled), Spearman of
+  its scores on the held-out fold with ResMem as its package runs it (on a fixed subset that
+  ResMem scored: every 4th pool photo);
+- pool spread: sd and 1st-99th percentile range of the held-out pool scores, beside ResMem's.
+
+    python benchmarks/general_ladder.py --out runs/general-ladder
+
+Needs the ResNet-152 feature cache of LNSIM and the pool ("orig" view; built on first use: about
+12 min per 2,000 photos on 2 cores) and ResMem's wheel. Writes ladder.csv, pool.csv (per-photo
+scores) and resmem.csv (ResMem's package scores, reused when there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import LNSIM  # noqa: E402
+from speed_resmem import load_resmem, resmem_tensor  # noqa: E402
+
+from amnet.training.cv import PRIOR_VIEWS, CVConfig, split_records  # noqa: E402
+from amnet.training.data import read_split_file  # noqa: E402
+from amnet.training.metrics import spearman  # noqa: E402
+from amnet.training.priors import KernelDescriptors, fit_kernel_prior, predict_kernel  # noqa: E402
+
+POOL = LNSIM.parent / "pool" / "images"
+
+
+def resmem_package(paths: list[str], out: Path) -> dict[str, float]:
+    """ResMem's scores as its package computes them (256x256, centre crop 227), cached."""
+    have = {}
+    if out.is_file():
+        have = {r["path"]: float(r["resmem"]) for r in csv.DictReader(open(out))}
+    need = [p for p in paths if p not in have]
+    if need:
+        net = load_resmem()
+        with torch.inference_mode():
+            for i in range(0, len(need), 16):
+                x = torch.stack([resmem_tensor(Path(p)) for p in need[i : i + 16]])
+                for p, s in zip(need[i : i + 16], net(x).tolist(), strict=True):
+                    have[p] = s
+                print(f"resmem {i + 16}/{len(need)}", file=sys.stderr, flush=True)
+        tmp = out.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "resmem"])
+            w.writerows(sorted(have.items()))
+        os.replace(tmp, out)
+    return {p: have[p] for p in paths}
+
+
+def spread(s: np.ndarray) -> str:
+    lo, hi = np.percentile(s, [1, 99])
+    return f"sd {s.std():.3f}, {lo:.2f}-{hi:.2f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/general-ladder")
+    ap.add_argument("--splits", type=int, default=25)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cv = CVConfig("lnsim25", str(LNSIM), str(out))
+    sets = [split_records(cv, k) for k in range(args.splits)]
+    lnsim = sorted({os.fspath(r.path) for s in sets for part in s.values() for r in part})
+    # all subjects' mean hit rates, as the shipped recipe fits them (the splits' halves differ)
+    human = {os.fspath(r.path): r.score
+             for r in read_split_file(LNSIM / "scores.txt", LNSIM / "images")}  # fmt: skip
+    pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
+    folder = {p: Path(p).parent.name for p in pool}
+    fold = {p: i % 2 for i, p in enumerate(pool)}
+    ref = resmem_package(pool[::4], out / "resmem.csv")  # the agreement reference
+    kd = KernelDescriptors("resnet152", lnsim + pool, PRIOR_VIEWS, space="features",
+                           base="resmem", log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    orig_only = KernelDescriptors("resnet152", lnsim + pool, ("orig",), space="features")
+    r = dict(zip(lnsim + pool, kd.r, strict=True))
+    ref_224 = np.array([r[p] for p in ref])
+    print(f"ResMem at 224 on amnet's pass vs its package, {len(ref)} pool photos: Spearman "
+          f"{spearman(ref_224, list(ref.values())):.3f}, mean |diff| "
+          f"{np.abs(ref_224 - np.array(list(ref.values()))).mean():.3f}")  # fmt: skip
+
+    def plain(data: KernelDescriptors):
+        def fit(paths, y, distil=None):
+            return fit_kernel_prior(data.describe, data.X[data.rows(paths)], np.asarray(y),
+                                    data.sizes, "laplace", None, data.views)  # fmt: skip
+
+        return fit, lambda prior, paths: predict_kernel(prior, data.X[data.rows(paths)])
+
+    def based(scale: str, distil: bool):
+        def fit(paths, y, extra=None):
+            d = (extra, [r[p] for p in extra]) if distil and extra else None
+            return kd.fit(paths, y, scale=scale, distil=d)
+
+        return fit, kd.predict
+
+    rows = {
+        "kernel, image only (no views)": plain(orig_only),
+        "kernel, 4 views of the map": plain(kd),
+        "+ ResMem base (regression)": based("regression", False),
+        "+ ResMem base (moments)": based("moments", False),
+        "+ ResMem base (regression), distilled on pool": based("regression", True),
+        "+ ResMem base (moments), distilled on pool": based("moments", True),
+    }
+    distil_pool = pool[1::2]  # lnsim25's distillation photos: one fold of the pool
+    table, per_photo = [], {p: {"folder": folder[p], "resmem": ref.get(p, "")} for p in pool}
+    rho_r = [spearman([r[os.fspath(x.path)] for x in s["test"]], [x.score for x in s["test"]])
+             for s in sets]  # fmt: skip
+    table.append(
+        (
+            "ResMem at 224 on amnet's pass, alone",
+            np.mean(rho_r),
+            np.std(rho_r),
+            spearman(ref_224, list(ref.values())),
+            spread(np.array([r[p] for p in pool])),
+        )
+    )
+    for name, (fit, predict) in rows.items():
+        rhos = []
+        for s in sets:
+            tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
+            te = [os.fspath(x.path) for x in s["test"]]
+            prior, _ = fit(tr, [x.score for x in s["train"] + s["val"]], distil_pool)
+            rhos.append(spearman(predict(prior, te), [x.score for x in s["test"]]))
+        scores = {}
+        for f in (0, 1):
+            held = [p for p in pool if fold[p] == f]
+            prior, _ = fit(lnsim, [human[p] for p in lnsim], [p for p in pool if fold[p] != f])
+            scores.update(zip(held, predict(prior, held), strict=True))
+        s = np.array([scores[p] for p in pool])
+        agree = spearman([scores[p] for p in ref], list(ref.values()))
+        table.append((name, np.mean(rhos), np.std(rhos), agree, spread(s)))
+        for p in pool:
+            per_photo[p][name] = f"{scores[p]:.4f}"
+        print(f"{name}: lnsim25 {np.mean(rhos):.3f} ± {np.std(rhos):.3f}, pool agreement "
+              f"{agree:.3f}, {spread(s)}", flush=True)  # fmt: skip
+    print(
+        "\n| Row | lnsim25 ρ (prior alone) | agreement with ResMem, held-out pool | pool spread |"
+    )
+    print("|---|---|---|---|")
+    for name, m, sd, agree, sp in table:
+        print(f"| {name} | {m:.3f} ± {sd:.3f} | {agree:.3f} | {sp} |")
+    ref_s = np.array(list(ref.values()))
+    print(f"| ResMem (its package), the pool subset | | 1 | {spread(ref_s)} |")
+    for fo in sorted(set(folder.values())):
+        ps = [p for p in ref if folder[p] == fo]
+        print(f"{fo}: ResMem {spread(np.array([ref[p] for p in ps]))}")
+    with open(out / "pool.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["path", *next(iter(per_photo.values()))])
+        w.writeheader()
+        w.writerows({"path": p, **v} for p, v in per_photo.items())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
