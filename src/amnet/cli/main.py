@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from amnet.cli import media as cli_media
 from amnet.cli import train as cli_train
 
 # Each subcommand is one function that adds its parser and sets ``func``: add new ones to
@@ -94,7 +95,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
         try:
             summary = run_predict(job)
         except (OSError, RuntimeError) as e:  # unreadable checkpoint, unwritable output, ...
-            print(f"amnet predict: error: {str(e).splitlines()[0] if str(e) else e!r}",
+            print(f"amnet predict: error: {str(e).splitlines()[0] if str(e) else repr(e)}",
                   file=sys.stderr)  # fmt: skip
             return 2
         return 0 if summary.total and not summary.failed else 1
@@ -252,6 +253,7 @@ def _export(sub: argparse._SubParsersAction) -> None:
 
 SUBCOMMANDS.append(_export)
 SUBCOMMANDS.extend(cli_train.SUBCOMMANDS)  # cache, train, evaluate, cv
+SUBCOMMANDS.append(cli_media.register)  # report, video
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -170,6 +170,14 @@ class Predictor:
             return list(self.predict_iter(x, **kwargs))
         return next(self.predict_iter([x], workers=0))
 
+    def predict_video(self, path: str | os.PathLike, every: float = 1.0, **kwargs):
+        """Score a video every ``every`` seconds: yields one row per sampled frame, in time
+        order (``amnet.inference.video.predict_video``: ``batch_size``, ``smooth``, ``workers``).
+        Needs PyAV (``pip install 'amnet[video]'``)."""
+        from amnet.inference.video import predict_video
+
+        return predict_video(self, path, every, **kwargs)
+
 
 def load(
     name_or_path: str | os.PathLike = "default", *, device: str = "cpu", **kwargs
