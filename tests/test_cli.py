@@ -179,3 +179,16 @@ def test_empty_folder_exits_1_and_says_so(cli, tmp_path, tiny_checkpoint):
     rc, _, err = cli("predict", tmp_path, "--model", tiny_checkpoint, "--out", tmp_path / "s.csv")
     assert rc == 1 and "no images found" in err
     assert (tmp_path / "s.csv").read_text() == "path,score,step_scores,error\n"
+
+
+def test_no_score_map_drops_the_whole_score_panel(cli, tiny_checkpoint, tmp_path):
+    Image.new("RGB", (40, 30), "green").save(tmp_path / "x.jpg")
+    widths = {}
+    for flag in ("--score-map", "--no-score-map"):
+        out = tmp_path / flag
+        rc, _, _ = cli("predict", tmp_path / "x.jpg", "--model", tiny_checkpoint, "--maps", out,
+                       "--out", tmp_path / f"{flag}.csv", flag)  # fmt: skip
+        (png,) = out.iterdir()
+        assert rc == 0
+        widths[flag] = Image.open(png).width
+    assert widths["--no-score-map"] < widths["--score-map"]  # one panel fewer

@@ -270,3 +270,23 @@ def test_cli_serve_help_and_bad_model(capsys, tmp_path: Path):
     assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["serve", "--max-files", "0", "--model", "x.safetensors"]) == 2
+
+
+def test_score_map_is_the_whole_scores_sensitivity_and_only_when_asked(predictor):
+    from amnet.inference.maps import file_score_map
+
+    with client(predictor, map_size=64) as c:
+        plain = c.post("/v1/predict?maps=true", files=upload(photo(0))).json()["results"][0]
+        r = c.post("/v1/predict?maps=true&score_map=true", files=upload(photo(0)))
+        only = c.post("/v1/predict?score_map=true", files=upload(photo(0))).json()["results"][0]
+    (res,) = r.json()["results"]
+    assert plain["score_map"] is None and plain["score_map_png"] is None
+    m = np.array(res["score_map"])
+    assert m.shape == (14, 14) and np.isfinite(m).all() and np.abs(m).max() > 0
+    want = file_score_map(predictor.as_module(), PHOTOS[0])  # the same input as predict's
+    np.testing.assert_allclose(m, want, rtol=1e-4, atol=1e-7)
+    head, data = res["score_map_png"].split(",", 1)
+    im = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert head == "data:image/png;base64" and max(im.size) == 64
+    assert only["score_map"] == res["score_map"] and only["score_map_png"] is None
+    assert res["score"] == pytest.approx(plain["score"], abs=1e-6)

@@ -3,7 +3,6 @@ import pytest
 from PIL import Image
 
 from amnet.apps.figures import (
-    signed_overlay,
     attention_overlays,
     figure,
     heatmap,
@@ -11,6 +10,7 @@ from amnet.apps.figures import (
     map_filename,
     overlay,
     save_map,
+    signed_overlay,
 )
 from amnet.inference.predictor import Prediction
 

@@ -74,6 +74,9 @@ def _predict(sub: argparse._SubParsersAction) -> None:
                    help="registered model or .safetensors file (default: %(default)s)")  # fmt: skip
     p.add_argument("--out", metavar="FILE", help="write .csv, .jsonl or .json (default: a table)")
     p.add_argument("--maps", metavar="DIR", help="write one attention figure (PNG) per image")
+    p.add_argument("--score-map", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --maps, add the whole score's sensitivity map (heads + prior: one "
+                   "backward pass per image, ~1-4 s on a CPU) (default: on)")  # fmt: skip
     p.add_argument("--batch-size", type=_count(1), default=16, metavar="N")
     p.add_argument("--workers", type=_count(0), default=2, metavar="N",
                    help="image decoding threads (default: %(default)s)")  # fmt: skip
@@ -90,7 +93,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
         job = PredictJob(
             tuple(args.paths), model=args.model, out=args.out, maps=args.maps,
             batch_size=args.batch_size, workers=args.workers, device=args.device,
-            recursive=args.recursive, options=_run_options(args),
+            recursive=args.recursive, options=_run_options(args), score_maps=args.score_map,
         )  # fmt: skip
         try:
             summary = run_predict(job)

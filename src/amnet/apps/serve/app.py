@@ -66,7 +66,7 @@ def create_app(predictor: "Predictor", config: ServeConfig | None = None):
 
     from amnet import __version__
     from amnet.apps.serve.batcher import Batcher
-    from amnet.apps.serve.io import ApiError, BodyLimit, Decoded, decode, overlay_pngs
+    from amnet.apps.serve.io import ApiError, BodyLimit, Decoded, decode, overlay_pngs, signed_png
     from amnet.apps.serve.schema import ErrorBody, ModelInfo, PredictResponse, Result
 
     cfg = config or ServeConfig()
@@ -76,12 +76,16 @@ def create_app(predictor: "Predictor", config: ServeConfig | None = None):
     decode_pool = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="amnet-decode")
     batcher = Batcher(predictor.predict_tensors, cfg.max_batch, cfg.batch_wait_ms / 1000)
     admitted = [0]  # images admitted and not yet answered (the bounded queue)
+    # ?score_map=true: a backward pass per image, one at a time in its own thread
+    grad_pool = ThreadPoolExecutor(1, thread_name_prefix="amnet-grad")
+    module = predictor.as_module() if predictor.trunk is not None else None
     static = resources.files("amnet.apps.serve") / "static"
 
     @contextlib.asynccontextmanager
     async def lifespan(_):
         yield
         await batcher.stop()
+        grad_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="amnet",
@@ -135,7 +139,12 @@ def create_app(predictor: "Predictor", config: ServeConfig | None = None):
             )
         ]
 
-    async def score(files: list[UploadFile], maps: bool) -> list[Result]:
+    def whole_score_map(tensor):
+        from amnet.inference.maps import input_score_map
+
+        return input_score_map(module, tensor)
+
+    async def score(files: list[UploadFile], maps: bool, score_map: bool) -> list[Result]:
         loop = asyncio.get_running_loop()
 
         def read(f: UploadFile) -> bytes:
@@ -161,6 +170,16 @@ def create_app(predictor: "Predictor", config: ServeConfig | None = None):
                 if maps
                 else None
             )
+            smap = (
+                await loop.run_in_executor(grad_pool, whole_score_map, d.tensor)
+                if score_map
+                else None
+            )
+            spng = (
+                await loop.run_in_executor(decode_pool, signed_png, d.thumb, smap)
+                if maps and smap is not None
+                else None
+            )
             results.append(
                 Result(
                     filename=fn,
@@ -170,6 +189,8 @@ def create_app(predictor: "Predictor", config: ServeConfig | None = None):
                     width=d.size[0],
                     height=d.size[1],
                     maps=png,
+                    score_map=None if smap is None else smap.tolist(),
+                    score_map_png=spng,
                 )
             )
         return results
@@ -185,7 +206,14 @@ def create_app(predictor: "Predictor", config: ServeConfig | None = None):
             ),
         ],
         maps: Annotated[bool, Query(description="add per-step overlay PNGs (data URLs)")] = False,
+        score_map: Annotated[
+            bool,
+            Query(description="add the whole score's sensitivity map (a backward pass: slower)"),
+        ] = False,
     ) -> PredictResponse:
+        if score_map and module is None:
+            raise ApiError(422, "no_score_map", "this model (an ONNX file) has no whole-score map; "
+                           "serve its .safetensors checkpoint")  # fmt: skip
         if len(files) > cfg.max_files:
             raise ApiError(
                 422, "too_many_files", f"{len(files)} files; at most {cfg.max_files} per request"
@@ -204,7 +232,7 @@ def create_app(predictor: "Predictor", config: ServeConfig | None = None):
             )
         admitted[0] += len(files)
         try:
-            results = await asyncio.wait_for(score(files, maps), cfg.timeout_s)
+            results = await asyncio.wait_for(score(files, maps, score_map), cfg.timeout_s)
         except asyncio.TimeoutError:  # not the builtin on Python 3.10
             raise ApiError(504, "timeout", f"not scored within {cfg.timeout_s:g} s") from None
         finally:

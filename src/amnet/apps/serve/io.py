@@ -85,6 +85,15 @@ def overlay_pngs(thumb: Image.Image, attention: np.ndarray) -> list[str]:
     return out
 
 
+def signed_png(thumb: Image.Image, m: np.ndarray) -> str:
+    """A whole-score map (h, w) on the image (red raises, blue lowers), as a data URL."""
+    from amnet.apps.figures import signed_overlay
+
+    buf = io.BytesIO()
+    signed_overlay(thumb, m).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 class BodyLimit:
     """ASGI middleware: 413 for a body over ``limit`` bytes, by Content-Length or as it streams."""
 

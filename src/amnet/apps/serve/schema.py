@@ -20,6 +20,15 @@ class Result(BaseModel):
     maps: list[str] | None = Field(
         None, description="with ?maps=true: one overlay per step, as data:image/png;base64 URLs"
     )
+    score_map: list[list[float]] | None = Field(
+        None,
+        description="with ?score_map=true: the whole score's sensitivity (heads and prior), "
+        "h x w: how much the score drops, to first order, when each cell is greyed out",
+    )
+    score_map_png: str | None = Field(
+        None, description="with ?score_map=true&maps=true: that map as an overlay (red raises "
+        "the score, blue lowers it), a data:image/png;base64 URL",
+    )  # fmt: skip
 
 
 class PredictResponse(BaseModel):
@@ -32,7 +41,7 @@ class ErrorBody(BaseModel):
 
     error: str = Field(
         description="file_too_large, request_too_large, too_many_pixels, too_many_files, "
-        "invalid_request, busy, timeout, bad_request, ..."
+        "invalid_request, no_score_map, busy, timeout, bad_request, ..."
     )
     message: str
     detail: list | None = Field(None, description="422 invalid_request only: each field's error")

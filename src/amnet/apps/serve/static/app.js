@@ -106,7 +106,8 @@ async function score(item, attempt = 0) {
   form.append("files", item.file, item.file.name);
   let r;
   try {
-    r = await fetch("/v1/predict?maps=true", { method: "POST", body: form });
+    const whole = $("#score-map") && $("#score-map").checked ? "&score_map=true" : "";
+    r = await fetch(`/v1/predict?maps=true${whole}`, { method: "POST", body: form });
   } catch (e) {
     return fail(item, `network error: ${e.message}`);
   }
@@ -159,6 +160,10 @@ function renderScore(item) {
     label: `Step ${t + 1}`, sub: fmt(res.step_scores[t]), src,
     alt: `Attention at step ${t + 1} on ${item.file.name}, step score ${fmt(res.step_scores[t])}`,
   }));
+  if (res.score_map_png) views.push({
+    label: "Whole score", sub: "sensitivity", src: res.score_map_png,
+    alt: `What the whole score depends on in ${item.file.name}: red raises it, blue lowers it`,
+  });
   views.forEach((v, i) => {
     const b = el("button", { type: "button", class: "step", "aria-pressed": i === 0 ? "true" : "false" },
       el("img", { src: v.src, alt: "" }),
@@ -176,7 +181,9 @@ function renderScore(item) {
     gauge,
     el("div", { class: "gauge-ends", "aria-hidden": "true" },
       el("span", { text: `forgettable ${GAUGE_MIN.toFixed(1)}` }), el("span", { text: `${GAUGE_MAX.toFixed(1)} memorable` })),
-    el("p", { class: "steps-title", text: "Where the model looked, step by step" }),
+    el("p", { class: "steps-title", text: res.score_map_png
+      ? "Where the heads looked (attention, part of the score), and what the whole score depends on"
+      : "Where the model looked, step by step" }),
     steps));
 }
 
