@@ -34,10 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM  # noqa: E402
 from speed_resmem import load_resmem, resmem_tensor  # noqa: E402
 
+from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
 from amnet.training.cv import PRIOR_VIEWS, CVConfig, split_records  # noqa: E402
 from amnet.training.data import read_split_file  # noqa: E402
+from amnet.training.descriptors import (  # noqa: E402
+    base_scores,
+    block_sizes,
+    map_view_features,
+    store_views,
+)
 from amnet.training.metrics import spearman  # noqa: E402
 from amnet.training.priors import KernelDescriptors, fit_kernel_prior, predict_kernel  # noqa: E402
+from amnet.trunks.registry import get_trunk_spec  # noqa: E402
 
 POOL = LNSIM.parent / "pool" / "images"
 
@@ -74,6 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/general-ladder")
     ap.add_argument("--splits", type=int, default=25)
+    ap.add_argument("--pool-every", type=int, default=1, help="every K-th pool photo (smoke runs)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,14 +92,33 @@ def main() -> int:
     # all subjects' mean hit rates, as the shipped recipe fits them (the splits' halves differ)
     human = {os.fspath(r.path): r.score
              for r in read_split_file(LNSIM / "scores.txt", LNSIM / "images")}  # fmt: skip
-    pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
+    pool = sorted(str(p) for p in POOL.rglob("*.jpg"))[:: args.pool_every]
     folder = {p: Path(p).parent.name for p in pool}
     fold = {p: i % 2 for i, p in enumerate(pool)}
     ref = resmem_package(pool[::4], out / "resmem.csv")  # the agreement reference
-    kd = KernelDescriptors("resnet152", lnsim + pool, PRIOR_VIEWS, space="features",
-                           base="resmem", log=lambda m: print(m, file=sys.stderr))  # fmt: skip
-    orig_only = KernelDescriptors("resnet152", lnsim + pool, ("orig",), space="features")
-    r = dict(zip(lnsim + pool, kd.r, strict=True))
+    paths = lnsim + pool
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    (maps,) = store_views("resnet152", paths, ("orig",), log=log)  # one trunk pass each
+    describe = build_descriptor("resnet152")
+    per_view, logits = {}, None
+    for v in PRIOR_VIEWS:  # each view of the map, described once
+        per_view[v], lg = map_view_features(describe, maps, (v,))
+        logits = lg if lg is not None else logits
+        log(f"descriptors of view {v} {per_view[v].shape}")
+    del maps
+    base = build_resmem_head()
+    r_all = base_scores(base, paths, logits, get_trunk_spec("resnet152").preprocess)
+    sizes = block_sizes(describe, 1024, 14)
+
+    def data(views: tuple[str, ...], with_base: bool) -> KernelDescriptors:
+        X = np.mean([per_view[v] for v in views], axis=0)
+        return KernelDescriptors.from_arrays(
+            "resnet152", paths, views, X, sizes, base="resmem" if with_base else None, r=r_all
+        )
+
+    kd = data(PRIOR_VIEWS, True)
+    orig_only, plain4 = data(("orig",), False), data(PRIOR_VIEWS, False)
+    r = dict(zip(paths, r_all, strict=True))
     ref_224 = np.array([r[p] for p in ref])
     print(f"ResMem at 224 on amnet's pass vs its package, {len(ref)} pool photos: Spearman "
           f"{spearman(ref_224, list(ref.values())):.3f}, mean |diff| "
@@ -103,22 +131,51 @@ def main() -> int:
 
         return fit, lambda prior, paths: predict_kernel(prior, data.X[data.rows(paths)])
 
-    def based(scale: str, distil: bool):
+    def based(data: KernelDescriptors, scale: str, distil: bool):
         def fit(paths, y, extra=None):
             d = (extra, [r[p] for p in extra]) if distil and extra else None
-            return kd.fit(paths, y, scale=scale, distil=d)
+            return data.fit(paths, y, scale=scale, distil=d)
 
-        return fit, kd.predict
+        return fit, data.predict
+
+    def distilled(data: KernelDescriptors, scale: str, r_block: bool):
+        """No base at inference: the kernel prior learns the pool photos' teacher targets (and,
+        with ``r_block``, sees ResMem's score as one more descriptor block)."""
+        X = np.hstack([data.X, r_all[:, None]]) if r_block else data.X
+        sizes_x = [*data.sizes, 1] if r_block else data.sizes
+
+        def fit(paths, y, extra=None):
+            rows_h = data.rows(paths)
+            y = np.asarray(y, np.float64)
+            rr = r_all[rows_h]
+            a = (np.cov(rr, y)[0, 1] / np.var(rr, ddof=1) if scale == "regression"
+                 else y.std() / rr.std())  # fmt: skip
+            b = y.mean() - a * rr.mean()
+            fit_rows, t = rows_h, y
+            if extra:
+                rows_d = data.rows(extra)
+                fit_rows = np.concatenate([rows_h, rows_d])
+                t = np.concatenate([y, a * r_all[rows_d] + b])
+            return fit_kernel_prior(data.describe, X[fit_rows], t, sizes_x, "laplace", None,
+                                    data.views, rows=np.arange(len(rows_h)))  # fmt: skip
+
+        return fit, lambda prior, paths: predict_kernel(prior, X[data.rows(paths)])
 
     rows = {
         "kernel, image only (no views)": plain(orig_only),
-        "kernel, 4 views of the map": plain(kd),
-        "+ ResMem base (regression)": based("regression", False),
-        "+ ResMem base (moments)": based("moments", False),
-        "+ ResMem base (regression), distilled on pool": based("regression", True),
-        "+ ResMem base (moments), distilled on pool": based("moments", True),
+        "kernel, 4 views of the map": plain(plain4),
+        "+ ResMem base (regression): falls back to ResMem": based(kd, "regression", False),
+        "+ ResMem base (regression), distilled on pool": based(kd, "regression", True),
+        "kernel, 4 views of the map, distilled (regression)": distilled(
+            plain4, "regression", False
+        ),
+        "kernel, 4 views of the map, distilled (moments)": distilled(plain4, "moments", False),
+        "kernel + ResMem block, distilled (moments)": distilled(plain4, "moments", True),
+        "kernel + ResMem block, 2 views, distilled (moments)": distilled(
+            data(PRIOR_VIEWS[:2], False), "moments", True
+        ),
     }
-    distil_pool = pool[1::2]  # lnsim25's distillation photos: one fold of the pool
+    distil_pool = pool[1::4]  # lnsim25's distillation photos: a quarter of the pool
     table, per_photo = [], {p: {"folder": folder[p], "resmem": ref.get(p, "")} for p in pool}
     rho_r = [spearman([r[os.fspath(x.path)] for x in s["test"]], [x.score for x in s["test"]])
              for s in sets]  # fmt: skip
@@ -158,9 +215,15 @@ def main() -> int:
         print(f"| {name} | {m:.3f} ± {sd:.3f} | {agree:.3f} | {sp} |")
     ref_s = np.array(list(ref.values()))
     print(f"| ResMem (its package), the pool subset | | 1 | {spread(ref_s)} |")
+    print("\nPer source folder (sd of the scores; agreement with ResMem on its subset):")
     for fo in sorted(set(folder.values())):
         ps = [p for p in ref if folder[p] == fo]
-        print(f"{fo}: ResMem {spread(np.array([ref[p] for p in ps]))}")
+        line = [f"ResMem sd {np.std([ref[p] for p in ps]):.3f}"]
+        for name in rows:
+            mine = [float(per_photo[p][name]) for p in ps]
+            line.append(f"{name}: sd {np.std(mine):.3f}, "
+                        f"rho {spearman(mine, [ref[p] for p in ps]):.2f}")  # fmt: skip
+        print(f"{fo} ({len(ps)} photos): " + "; ".join(line))
     with open(out / "pool.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["path", *next(iter(per_photo.values()))])
         w.writeheader()

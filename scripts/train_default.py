@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from amnet.checkpoint import save_checkpoint
+from amnet.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from amnet.fileio import sha256_file
 from amnet.model.amnet import AMNetEnsemble
 from amnet.model.head import AMNetConfig
@@ -79,7 +79,16 @@ def main() -> None:
         metavar="K",
         help="use every K-th photo of --distil (sorted paths)",
     )
+    ap.add_argument("--base-use", choices=("residual", "block", "teacher"), default="residual",
+                    help="the base's score: what the kernel ridge's residual adds to, one more "
+                    "descriptor column, or only the teacher of --distil")  # fmt: skip
     ap.add_argument("--name", help="the checkpoint's name (default: amnet-lnsim-TRUNK)")
+    ap.add_argument(
+        "--heads-from",
+        metavar="MODEL",
+        help="take the AMNet heads of this model "
+        "(registry name or file) instead of training them: same data, same recipe",
+    )
     args = ap.parse_args()
     if args.prior_mix is None:
         args.prior_mix = PRIOR_MIX[f"amnet+{args.prior}"]
@@ -89,7 +98,10 @@ def main() -> None:
     )
     heads, val_rhos = [], []
     t0 = time.time()
-    for m in range(args.members):
+    if args.heads_from:
+        given, meta = load_checkpoint(resolve_model(args.heads_from))
+        heads, val_rhos = list(given.heads), meta["metrics"]["member_val_rho"]
+    for m in range(0 if args.heads_from else args.members):
         data = DataConfig("list", args.root, file=str(Path(args.root) / "scores.txt"), seed=m)
         job = TrainJob(
             data=data,
@@ -108,7 +120,8 @@ def main() -> None:
     if args.prior_mix:
         root = Path(args.root)
         records = read_split_file(root / "scores.txt", root / "images")  # every image
-        store = FeatureStore(args.trunk, sorted({r.path for r in records}), flip=not args.no_flip)
+        flip = not args.no_flip and args.view_space == "image"  # views of the map: orig only
+        store = FeatureStore(args.trunk, sorted({r.path for r in records}), flip=flip)
         data = store.featureset(records)
         if args.prior == "ridge":
             prior, loo_rho = fit_prior(data)
@@ -124,9 +137,8 @@ def main() -> None:
                                        extra_trunk=args.extra_trunk, have=store,
                                        space=args.view_space, base=args.base)  # fmt: skip
             teacher = (distil, kernel.r[kernel.rows(distil)]) if distil else None
-            prior, loo_rho = kernel.fit(
-                paths, data.targets, scale=args.base_scale, distil=teacher
-            )  # rows: data's order
+            fit = {"scale": args.base_scale, "distil": teacher, "use": args.base_use}
+            prior, loo_rho = kernel.fit(paths, data.targets, **(fit if args.base else {}))
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
@@ -143,7 +155,8 @@ def main() -> None:
     out = ROOT / "src" / "amnet" / "pretrained" / f"{name}.safetensors"
     training = {
         "data": "LNSIM (Lu et al., TIP 2020), 2,000 images, targets scores.txt",
-        "members": args.members,
+        "members": len(heads),
+        **({"heads_from": args.heads_from} if args.heads_from else {}),
         "config": cfg,
         "flip_augmentation": not args.no_flip,
         "prior": args.prior if args.prior_mix else None,
@@ -156,6 +169,7 @@ def main() -> None:
                 "view_space": args.view_space,
                 "base": args.base,
                 "base_scale": args.base_scale,
+                "base_use": args.base_use,
                 "distil": args.distil and f"{Path(args.distil).name}, every {args.distil_every}",
             }
             if args.view_space != "image" or args.base

@@ -134,3 +134,45 @@ def test_residual_fit_with_distillation_rows(tiny_trunk_name):
     from amnet.training.metrics import spearman
 
     assert loo > 0.5 and spearman(pred, y[80:]) > 0.5
+
+
+def test_base_as_a_descriptor_block_round_trips(tmp_path, tiny_trunk_name, monkeypatch):
+    """base_use="block": the base's raw score is the descriptor's last column; saved, loaded,
+    run by AMNet and by ONNX Runtime alike."""
+    monkeypatch.setenv("AMNET_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    cfg = AMNetConfig(in_channels=16, proj_dim=8, att_dim=8, hidden_size=12, fc_dim=6)
+    heads = [AMNetHead(cfg).eval()]
+    d, trunk = build_descriptor(tiny_trunk_name), create_trunk(tiny_trunk_name)
+    images = torch.from_numpy(np.random.default_rng(3).random((30, 3, 224, 224)).astype("f4"))
+    with torch.inference_mode():
+        X, logits = map_view_features(d, trunk(images).numpy(), VIEWS)
+    base = BASES["tiny-resmem"]()
+    base.name = "tiny-resmem"
+    with torch.inference_mode():
+        r = base(images, torch.from_numpy(logits)).double().numpy()
+    Xb = np.hstack([X, r[:, None]])
+    y = (
+        0.5 + 0.1 * (r - r.mean()) / r.std()
+    )  # the base's score is what matters: the block carries it
+    prior, _ = fit_kernel_prior(d, Xb, y, [*block_sizes(d, 16), 1], "laplace", views=VIEWS,
+                                base=(base, r, 1.0, 0.0), base_use="block")  # fmt: skip
+    ens = AMNetEnsemble(heads, prior, 0.8, view_space="features").eval()
+    path = save_checkpoint(tmp_path / "b.safetensors", ens, trunk=tiny_trunk_name, views=True)
+    assert read_metadata(path)["prior"]["base_use"] == "block"
+    loaded, _ = load_checkpoint(path)
+    x = images[:4]
+    with torch.inference_mode():
+        got = AMNet(trunk, loaded, model_views(loaded, True))(x).score
+        maps = trunk(x)
+        desc = torch.stack([d(apply_view(maps, v)) for v in VIEWS]).mean(0)
+        rr = base(x, d.forward_with_logits(maps)[1])
+        p = predict_kernel(prior, np.hstack([desc.numpy(), rr.numpy()[:, None]]))
+        h = average_views([heads[0](maps), heads[0](maps.flip(-1))], [False, True]).score
+    np.testing.assert_allclose(got.numpy(), 0.2 * h.numpy() + 0.8 * p, atol=1e-5)
+    assert np.std(p) > 0.01 and np.corrcoef(p, rr.numpy())[0, 1] > 0.5  # the block carries r
+    img = Image.fromarray((np.random.default_rng(4).random((64, 80, 3)) * 255).astype(np.uint8))
+    s = amnet.load(path).predict(img).score
+    assert amnet.load(path, options=RunOptions(runtime="onnx")).predict(img).score == (
+        pytest.approx(s, abs=1e-5)
+    )

@@ -188,7 +188,8 @@ def _prior_meta(prior: LinearPrior | KernelPrior | None) -> dict | None:
                 "n_support": n, "kernel": prior.kernel, "views": list(prior.views),
                 "extra": {"trunk": extra.trunk.name, "blocks": list(extra.blocks)}
                 if extra is not None else None,
-                **({"base": prior.base.name} if prior.base is not None else {})}  # fmt: skip
+                **({"base": prior.base.name, "base_use": prior.base_use}
+                   if prior.base is not None else {})}  # fmt: skip
     return {"kind": "linear"} if prior is not None else None
 
 
@@ -206,7 +207,7 @@ def _build_prior(meta: dict, channels: int) -> LinearPrior | KernelPrior:
         views = tuple(spec.get("views", FLIP_VIEWS))  # before crops: orig and flip
         base = build_base(spec["base"]) if spec.get("base") else None
         return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]), kernel, extra,
-                           views, base)  # fmt: skip
+                           views, base, spec.get("base_use", "residual"))  # fmt: skip
     raise ValueError(f"unknown prior kind {spec['kind']!r} (a newer amnet?)")
 
 

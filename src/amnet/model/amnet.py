@@ -79,7 +79,7 @@ class AMNetEnsemble(nn.Module):
         names = [v for v in feats if v in getattr(self.prior, "views", HEAD_VIEWS)]
         images = images or {}
         seen = _stack_views([images[v] for v in names]) if set(names) <= set(images) else None
-        base = None
+        r = None
         if getattr(self.prior, "base", None) is None:
             desc = self.prior.features(_stack_views([feats[v] for v in names]), seen)
         else:  # the base scores the image itself with the logits of its "orig" view
@@ -87,10 +87,10 @@ class AMNetEnsemble(nn.Module):
                 _stack_views([feats[v] for v in names]), seen
             )  # (V * B, D), (V * B, K)
             logits = logits.unflatten(0, (len(names), -1))[names.index("orig")]  # (B, K)
-            base = self.prior.base_score(images["orig"], logits)  # (B,)
+            r = self.prior.base(images["orig"], logits)  # (B,)
         desc = desc.unflatten(0, (len(names), -1))  # (V, B, D): all views in one batch
         desc = desc.mean(0)  # (B, D)
-        p = self.prior.score(desc) if base is None else self.prior.score(desc, base)  # (B,)
+        p = self.prior.score(desc) if r is None else self.prior.score_with_base(desc, r)  # (B,)
         m = self.prior_mix
         score = (1 - m) * out.score + m * p  # (B,)
         steps = (1 - m) * out.step_scores + m * p.unsqueeze(1)  # (B, T)

@@ -133,6 +133,7 @@ class LinearPrior(nn.Module):
 
 
 KERNELS = ("rbf", "laplace")
+BASE_USES = ("residual", "block")  # a base's score: what the kernel part adds to, or a column
 
 
 class KernelPrior(nn.Module):
@@ -148,14 +149,16 @@ class KernelPrior(nn.Module):
     buffers are set by ``amnet.training.priors.fit_kernel_prior``, never by gradient descent.
 
     With a ``base`` (``amnet.model.resmem.ResMemHead``: a score of the image and the tail's
-    logits), the kernel ridge models the residual over ``base_scale * base + base_shift``, and
-    the score is their sum: far from every training image the kernel part fades and the prior
-    falls back to the rescaled base instead of to the training mean."""
+    logits) and ``base_use="residual"``, the kernel ridge models the residual over
+    ``base_scale * base + base_shift``, and the score is their sum: far from every training
+    image the kernel part fades and the prior falls back to the rescaled base instead of to the
+    training mean. With ``base_use="block"`` the base's score is one more descriptor column
+    (the last of ``dim``)."""
 
     def __init__(
         self, describe: nn.Module, dim: int, n_support: int, kernel: str = "rbf",
         extra: nn.Module | None = None, views: tuple[str, ...] = FLIP_VIEWS,
-        base: nn.Module | None = None,
+        base: nn.Module | None = None, base_use: str = "residual",
     ) -> None:  # fmt: skip
         super().__init__()
         if kernel not in KERNELS:
@@ -172,6 +175,9 @@ class KernelPrior(nn.Module):
         self.register_buffer("bias", torch.zeros(()))
         self.register_buffer("gamma", torch.ones(()))
         self.base = base
+        if base_use not in BASE_USES:
+            raise ValueError(f"base_use must be one of {BASE_USES}, got {base_use!r}")
+        self.base_use = base_use
         if base is not None:
             self.register_buffer("base_scale", torch.ones(()))
             self.register_buffer("base_shift", torch.zeros(()))
@@ -179,6 +185,13 @@ class KernelPrior(nn.Module):
     def base_score(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """The rescaled base score (B,) of images (B, 3, S, S) and their logits (B, K)."""
         return self.base_scale * self.base(images, logits) + self.base_shift
+
+    def score_with_base(self, desc: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The score (B,) of descriptors (B, D - 1 as a block, else D) and the base's raw score
+        r (B,), as ``base_use`` says."""
+        if self.base_use == "block":
+            return self.score(torch.cat([desc, r.unsqueeze(1).to(desc.dtype)], dim=1))
+        return self.score(desc, self.base_scale * r + self.base_shift)
 
     def score(self, desc: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         """The score (B,) of descriptors (B, D), plus the rescaled ``base_score`` (B,)."""

@@ -116,6 +116,7 @@ def fit_kernel_prior(
     *,
     base: tuple[nn.Module, np.ndarray, float, float] | None = None,
     rows: np.ndarray | None = None,
+    base_use: str = "residual",
 ) -> tuple[KernelPrior, float]:
     """Kernel ridge on descriptors X (N, D) -> y (N,): each block standardised (sd floored
     at a tenth of the block's mean sd) and weighted by 1/sqrt(its width) so every block
@@ -124,9 +125,10 @@ def fit_kernel_prior(
     ``ImageDescriptor``) X's last columns are its descriptors; ``views``: the test-time views
     X's rows were averaged over (the prior averages the same ones when it scores). With
     ``base`` = (module, its scores r (N,), scale a, shift b) the ridge fits the residual
-    y - (a r + b) and the prior adds a * module(...) + b back when it scores. ``rows``: the rows
-    whose leave-one-out rho chooses the penalty (default: all). Returns (prior, leave-one-out
-    rho)."""
+    y - (a r + b) and the prior adds a * module(...) + b back when it scores; with
+    ``base_use="block"`` X's last column is r instead, and the module computes it. ``rows``:
+    the rows whose leave-one-out rho chooses the penalty (default: all). Returns (prior,
+    leave-one-out rho)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     X = np.asarray(X, np.float64)
@@ -146,7 +148,7 @@ def fit_kernel_prior(
     lam, Q = np.linalg.eigh(np.exp(-gamma * D))
     lam = np.clip(lam, 0.0, None)
     offset = None
-    if base is not None:
+    if base is not None and base_use == "residual":
         offset = base[2] * np.asarray(base[1], np.float64) + base[3]  # (N,) the rescaled base
         y = y - offset  # the residual
     ym = float(y.mean())
@@ -154,7 +156,7 @@ def fit_kernel_prior(
     rho, alpha = loo_ridge(Q, lam, Qy, y, KERNEL_ALPHAS * lam.mean(), intercept=False,
                            offset=offset, rows=rows)  # fmt: skip
     prior = KernelPrior(describe, X.shape[1], len(X), kernel, extra, views,
-                        base[0] if base is not None else None)  # fmt: skip
+                        base[0] if base is not None else None, base_use)  # fmt: skip
     if base is not None:
         prior.base_scale.fill_(float(base[2]))
         prior.base_shift.fill_(float(base[3]))
@@ -203,12 +205,27 @@ class KernelDescriptors:
         self.base = build_base(base)
         self.r = base_scores(self.base, list(paths), logits, get_trunk_spec(trunk).preprocess)
 
+    @classmethod
+    def from_arrays(
+        cls, trunk: str, paths: list[str], views: tuple[str, ...], X: np.ndarray,
+        sizes: list[int], *, kernel: str = "laplace", base: str | None = None,
+        r: np.ndarray | None = None,
+    ) -> KernelDescriptors:  # fmt: skip
+        """Descriptors computed elsewhere (e.g. per view, then averaged over several sets)."""
+        self = cls.__new__(cls)
+        self.trunk, self.views, self.kernel, self.extra_trunk = trunk, views, kernel, None
+        self.describe = build_descriptor(trunk)
+        self.index = {os.fspath(p): i for i, p in enumerate(paths)}
+        self.X, self.sizes, self.r = X, sizes, r
+        self.base = build_base(base) if base else None
+        return self
+
     def rows(self, paths) -> np.ndarray:
         return np.array([self.index[os.fspath(p)] for p in paths], dtype=np.int64)
 
     def fit(
         self, paths, y: np.ndarray, *, scale: str = "regression",
-        distil: tuple[list, np.ndarray] | None = None,
+        distil: tuple[list, np.ndarray] | None = None, use: str = "residual",
     ) -> tuple[KernelPrior, float]:  # fmt: skip
         """The prior fitted on the images ``paths`` with targets ``y`` (penalty by
         leave-one-out on them): (prior, leave-one-out rho).
@@ -216,7 +233,9 @@ class KernelDescriptors:
         With a base, its scores are rescaled onto y's scale on these images (``scale``:
         "regression", least squares; "moments", the same mean and sd). ``distil`` = (paths,
         teacher scores on the base's scale): more images, their targets the teacher's scores
-        rescaled alike (knowledge distillation; they never choose the penalty)."""
+        rescaled alike (knowledge distillation; they never choose the penalty). ``use``: the
+        base as a residual's offset, as one more descriptor column ("block"), or only as the
+        teacher of the distilled rows ("teacher": the prior has no base)."""
         y = np.asarray(y, np.float64)
         rows = self.rows(paths)
         extra = None
@@ -240,14 +259,30 @@ class KernelDescriptors:
         if distil is not None:
             fit_rows = np.concatenate([rows, self.rows(distil[0])])
             targets = np.concatenate([y, a * np.asarray(distil[1], np.float64) + b])
+        if use == "teacher":  # the base only labels the distilled rows: no base at inference
+            return fit_kernel_prior(
+                self.describe,
+                self.X[fit_rows],
+                targets,
+                self.sizes,
+                self.kernel,
+                None,
+                self.views,
+                rows=np.arange(len(rows)),
+            )
+        X, sizes = self.X, self.sizes
+        if use == "block":
+            X, sizes = np.hstack([X, self.r[:, None]]), [*sizes, 1]
         return fit_kernel_prior(
-            self.describe, self.X[fit_rows], targets, self.sizes, self.kernel, None, self.views,
-            base=(self.base, self.r[fit_rows], a, b), rows=np.arange(len(rows)),
+            self.describe, X[fit_rows], targets, sizes, self.kernel, None, self.views,
+            base=(self.base, self.r[fit_rows], a, b), rows=np.arange(len(rows)), base_use=use,
         )  # fmt: skip
 
     def predict(self, prior: KernelPrior, paths) -> np.ndarray:
         rows = self.rows(paths)
         if prior.base is None:
             return predict_kernel(prior, self.X[rows])
+        if prior.base_use == "block":
+            return predict_kernel(prior, np.hstack([self.X[rows], self.r[rows, None]]))
         base = prior.base_scale.item() * self.r[rows] + prior.base_shift.item()
         return predict_kernel(prior, self.X[rows], base)
