@@ -83,6 +83,11 @@ def main() -> int:
     ap.add_argument("--out", default="runs/general-ladder")
     ap.add_argument("--splits", type=int, default=25)
     ap.add_argument("--pool-every", type=int, default=1, help="every K-th pool photo (smoke runs)")
+    ap.add_argument(
+        "--image-only",
+        action="store_true",
+        help="only the rows of the image alone (no views): the fast general model",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +106,7 @@ def main() -> int:
     (maps,) = store_views("resnet152", paths, ("orig",), log=log)  # one trunk pass each
     describe = build_descriptor("resnet152")
     per_view, logits = {}, None
-    for v in PRIOR_VIEWS:  # each view of the map, described once
+    for v in PRIOR_VIEWS if not args.image_only else ("orig",):  # each view, described once
         per_view[v], lg = map_view_features(describe, maps, (v,))
         logits = lg if lg is not None else logits
         log(f"descriptors of view {v} {per_view[v].shape}")
@@ -116,8 +121,7 @@ def main() -> int:
             "resnet152", paths, views, X, sizes, base="resmem" if with_base else None, r=r_all
         )
 
-    kd = data(PRIOR_VIEWS, True)
-    orig_only, plain4 = data(("orig",), False), data(PRIOR_VIEWS, False)
+    orig_only = data(("orig",), False)
     r = dict(zip(paths, r_all, strict=True))
     ref_224 = np.array([r[p] for p in ref])
     print(f"ResMem at 224 on amnet's pass vs its package, {len(ref)} pool photos: Spearman "
@@ -161,20 +165,28 @@ def main() -> int:
 
         return fit, lambda prior, paths: predict_kernel(prior, X[data.rows(paths)])
 
-    rows = {
-        "kernel, image only (no views)": plain(orig_only),
-        "kernel, 4 views of the map": plain(plain4),
-        "+ ResMem base (regression): falls back to ResMem": based(kd, "regression", False),
-        "+ ResMem base (regression), distilled on pool": based(kd, "regression", True),
-        "kernel, 4 views of the map, distilled (regression)": distilled(
-            plain4, "regression", False
-        ),
-        "kernel, 4 views of the map, distilled (moments)": distilled(plain4, "moments", False),
-        "kernel + ResMem block, distilled (moments)": distilled(plain4, "moments", True),
-        "kernel + ResMem block, 2 views, distilled (moments)": distilled(
-            data(PRIOR_VIEWS[:2], False), "moments", True
-        ),
-    }
+    if args.image_only:  # the rows of the image alone (the fast general model)
+        rows = {
+            "kernel, image only (no views)": plain(orig_only),
+            "kernel, image only, distilled (moments)": distilled(orig_only, "moments", False),
+        }
+    else:
+        kd, plain4 = data(PRIOR_VIEWS, True), data(PRIOR_VIEWS, False)
+        rows = {
+            "kernel, image only (no views)": plain(orig_only),
+            "kernel, 4 views of the map": plain(plain4),
+            "+ ResMem base (regression): falls back to ResMem": based(kd, "regression", False),
+            "+ ResMem base (regression), distilled on pool": based(kd, "regression", True),
+            "kernel, 4 views of the map, distilled (regression)": distilled(
+                plain4, "regression", False
+            ),
+            "kernel, 4 views of the map, distilled (moments)": distilled(plain4, "moments", False),
+            "kernel + ResMem block, distilled (moments)": distilled(plain4, "moments", True),
+            "kernel + ResMem block, 2 views, distilled (moments)": distilled(
+                data(PRIOR_VIEWS[:2], False), "moments", True
+            ),
+        }
+
     distil_pool = pool[1::4]  # lnsim25's distillation photos: a quarter of the pool
     table, per_photo = [], {p: {"folder": folder[p], "resmem": ref.get(p, "")} for p in pool}
     rho_r = [spearman([r[os.fspath(x.path)] for x in s["test"]], [x.score for x in s["test"]])

@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--base-use", choices=("residual", "block", "teacher"), default="residual",
                     help="the base's score: what the kernel ridge's residual adds to, one more "
                     "descriptor column, or only the teacher of --distil")  # fmt: skip
+    ap.add_argument("--distil-start", type=int, default=0, metavar="I",
+                    help="start at the I-th photo of --distil (with --distil-every)")  # fmt: skip
     ap.add_argument("--name", help="the checkpoint's name (default: amnet-lnsim-TRUNK)")
     ap.add_argument(
         "--heads-from",
@@ -132,7 +134,7 @@ def main() -> None:
             if args.distil:
                 found = sorted(str(p) for p in Path(args.distil).rglob("*")
                                if p.suffix.lower() in (".jpg", ".jpeg", ".png"))  # fmt: skip
-                distil = found[:: args.distil_every]
+                distil = found[args.distil_start :: args.distil_every]
             kernel = KernelDescriptors(args.trunk, paths + distil, views, kernel=args.kernel,
                                        extra_trunk=args.extra_trunk, have=store,
                                        space=args.view_space, base=args.base)  # fmt: skip
@@ -170,7 +172,8 @@ def main() -> None:
                 "base": args.base,
                 "base_scale": args.base_scale,
                 "base_use": args.base_use,
-                "distil": args.distil and f"{Path(args.distil).name}, every {args.distil_every}",
+                "distil": args.distil
+                and f"{Path(args.distil).name}, every {args.distil_every} from {args.distil_start}",
             }
             if args.view_space != "image" or args.base
             else {}

@@ -234,6 +234,21 @@ register_model(
 register_alias("default", "amnet-lnsim-resnet152")
 register_model(
     PretrainedModel(
+        name="amnet-general-resnet152",
+        file="amnet-general-resnet152.safetensors",
+        sha256="468b73f71464cffa1fdd4d2ad87270e13be72e6492212be4174f26f3ad96f689",
+        trunk="resnet152",
+        training_data=_LNSIM + "; plus 1,062 unlabelled photos of every kind (ImageNet, OSIE, "
+        "BSDS500, SUN; ../shared/datasets/pool, every 4th from the 2nd) whose targets are "
+        "ResMem's scores (LaMem + MemCat) mapped onto LNSIM's scale (same mean and sd)",
+        licence="head and prior: MIT (amnet), but the prior is fitted to ResMem's outputs and "
+        "the trunk weights are ResMem's: non-commercial research only",
+        description="the default's 3 AMNet heads + a kernel prior distilled from ResMem on "
+        "everyday photos, views made of the trunk's map (one trunk pass)",
+    )
+)
+register_model(
+    PretrainedModel(
         name="amnet-lnsim-efficientnet_lite2",
         file="amnet-lnsim-efficientnet_lite2.safetensors",
         sha256="d15e3e3f32b78992222f6a71a63c3110d9c891eb63b4178376f90c2b302e880f",

@@ -54,9 +54,10 @@ def store_views(
     log=print,
 ) -> list[np.ndarray]:
     """The cached maps of ``trunk`` for ``paths`` (in this order), one array per view of
-    ``views``; views already in ``have`` (a store of the same trunk) are taken from it."""
+    ``views``; views already in ``have`` (a store of the same trunk that holds every path)
+    are taken from it."""
     got = {}
-    if have is not None:
+    if have is not None and all(os.fspath(p) in have.index for p in paths):
         got = {v: (have, a) for v, a in zip(have.names, have.views, strict=False)}
     need = tuple(v for v in views if v not in got)
     if need:
