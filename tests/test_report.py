@@ -3,7 +3,6 @@ headless; never ``playwright install``), on real LNSIM photos and a tiny random 
 
 from __future__ import annotations
 
-import argparse
 import csv as csv_module
 import io
 import os
@@ -18,7 +17,7 @@ from conftest import LNSIM, TINY_CFG
 
 from amnet.apps.predict import PredictJob, run_predict
 from amnet.checkpoint import save_checkpoint
-from amnet.cli.media import register
+from amnet.cli.main import main
 from amnet.model.head import AMNetHead
 
 PHOTOS = sorted((LNSIM / "images").glob("*.jpg"))[:9]
@@ -39,13 +38,7 @@ def model(tmp_path_factory, tiny_trunk_name) -> Path:
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="amnet")
-    register(parser.add_subparsers())
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return args.func(args)
+    return main(argv)  # the real command, in-process
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ photo's own score, within what H.264 compression changes)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import time
@@ -20,7 +19,7 @@ from PIL import Image
 import amnet
 from amnet.apps.video import pick_peaks
 from amnet.checkpoint import save_checkpoint
-from amnet.cli.media import register
+from amnet.cli.main import main
 from amnet.inference.video import (
     FrameRow,
     _prefetch,
@@ -80,13 +79,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="amnet")
-    register(parser.add_subparsers())
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return args.func(args)
+    return main(argv)  # the real command, in-process
 
 
 def read_csv(path) -> list[dict]:
