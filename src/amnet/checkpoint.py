@@ -243,8 +243,8 @@ register_model(
         "ResMem's scores (LaMem + MemCat) mapped onto LNSIM's scale (same mean and sd)",
         licence="head and prior: MIT (amnet), but the prior is fitted to ResMem's outputs and "
         "the trunk weights are ResMem's: non-commercial research only",
-        description="the default's 3 AMNet heads + a kernel prior distilled from ResMem on "
-        "everyday photos, views made of the trunk's map (one trunk pass)",
+        description="the default's 3 AMNet heads + a kernel prior on the image alone, distilled "
+        "from ResMem on everyday photos (one trunk pass; the heads also see the map's mirror)",
     )
 )
 register_model(
