@@ -44,7 +44,7 @@ from amnet.training.descriptors import (  # noqa: E402
     store_views,
 )
 from amnet.training.metrics import spearman  # noqa: E402
-from amnet.training.priors import KernelDescriptors, fit_kernel_prior, predict_kernel  # noqa: E402
+from amnet.training.priors import KernelDescriptors  # noqa: E402
 from amnet.trunks.registry import get_trunk_spec  # noqa: E402
 
 POOL = LNSIM.parent / "pool" / "images"
@@ -121,7 +121,7 @@ def main() -> int:
             "resnet152", paths, views, X, sizes, base="resmem" if with_base else None, r=r_all
         )
 
-    orig_only = data(("orig",), False)
+    orig_only, orig_b = data(("orig",), False), data(("orig",), True)
     r = dict(zip(paths, r_all, strict=True))
     ref_224 = np.array([r[p] for p in ref])
     print(f"ResMem at 224 on amnet's pass vs its package, {len(ref)} pool photos: Spearman "
@@ -129,46 +129,26 @@ def main() -> int:
           f"{np.abs(ref_224 - np.array(list(ref.values()))).mean():.3f}")  # fmt: skip
 
     def plain(data: KernelDescriptors):
-        def fit(paths, y, distil=None):
-            return fit_kernel_prior(data.describe, data.X[data.rows(paths)], np.asarray(y),
-                                    data.sizes, "laplace", None, data.views)  # fmt: skip
+        return (lambda paths, y, extra=None: data.fit(paths, y)), data.predict
 
-        return fit, lambda prior, paths: predict_kernel(prior, data.X[data.rows(paths)])
+    def based(data: KernelDescriptors, scale: str, distil: bool, use: str = "residual"):
+        """The prior with ResMem's score as ``use`` says ("residual", "block", or "teacher":
+        only the distilled pool photos' targets, no base at inference)."""
 
-    def based(data: KernelDescriptors, scale: str, distil: bool):
         def fit(paths, y, extra=None):
             d = (extra, [r[p] for p in extra]) if distil and extra else None
-            return data.fit(paths, y, scale=scale, distil=d)
+            return data.fit(paths, y, scale=scale, distil=d, use=use)
 
         return fit, data.predict
 
     def distilled(data: KernelDescriptors, scale: str, r_block: bool):
-        """No base at inference: the kernel prior learns the pool photos' teacher targets (and,
-        with ``r_block``, sees ResMem's score as one more descriptor block)."""
-        X = np.hstack([data.X, r_all[:, None]]) if r_block else data.X
-        sizes_x = [*data.sizes, 1] if r_block else data.sizes
-
-        def fit(paths, y, extra=None):
-            rows_h = data.rows(paths)
-            y = np.asarray(y, np.float64)
-            rr = r_all[rows_h]
-            a = (np.cov(rr, y)[0, 1] / np.var(rr, ddof=1) if scale == "regression"
-                 else y.std() / rr.std())  # fmt: skip
-            b = y.mean() - a * rr.mean()
-            fit_rows, t = rows_h, y
-            if extra:
-                rows_d = data.rows(extra)
-                fit_rows = np.concatenate([rows_h, rows_d])
-                t = np.concatenate([y, a * r_all[rows_d] + b])
-            return fit_kernel_prior(data.describe, X[fit_rows], t, sizes_x, "laplace", None,
-                                    data.views, rows=np.arange(len(rows_h)))  # fmt: skip
-
-        return fit, lambda prior, paths: predict_kernel(prior, X[data.rows(paths)])
+        """Distilled, ResMem's score a descriptor column (``r_block``) or only the teacher."""
+        return based(data, scale, True, "block" if r_block else "teacher")
 
     if args.image_only:  # the rows of the image alone (the fast general model)
         rows = {
             "kernel, image only (no views)": plain(orig_only),
-            "kernel, image only, distilled (moments)": distilled(orig_only, "moments", False),
+            "kernel, image only, distilled (moments)": distilled(orig_b, "moments", False),
         }
     else:
         kd, plain4 = data(PRIOR_VIEWS, True), data(PRIOR_VIEWS, False)
@@ -178,12 +158,12 @@ def main() -> int:
             "+ ResMem base (regression): falls back to ResMem": based(kd, "regression", False),
             "+ ResMem base (regression), distilled on pool": based(kd, "regression", True),
             "kernel, 4 views of the map, distilled (regression)": distilled(
-                plain4, "regression", False
+                kd, "regression", False
             ),
-            "kernel, 4 views of the map, distilled (moments)": distilled(plain4, "moments", False),
-            "kernel + ResMem block, distilled (moments)": distilled(plain4, "moments", True),
+            "kernel, 4 views of the map, distilled (moments)": distilled(kd, "moments", False),
+            "kernel + ResMem block, distilled (moments)": distilled(kd, "moments", True),
             "kernel + ResMem block, 2 views, distilled (moments)": distilled(
-                data(PRIOR_VIEWS[:2], False), "moments", True
+                data(PRIOR_VIEWS[:2], True), "moments", True
             ),
         }
 
