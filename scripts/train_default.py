@@ -63,7 +63,8 @@ def main() -> None:
                     help="make the test-time views of the image (a trunk pass each) or of the "
                     "trunk's map (one pass)")  # fmt: skip
     ap.add_argument("--base", choices=("resmem",), help="the kernel prior fits the residual "
-                    "over this model's rescaled score (needs --view-space features)")  # fmt: skip
+                    "over this model's rescaled score (needs --view-space features unless "
+                    "--base-use teacher)")  # fmt: skip
     ap.add_argument("--base-scale", choices=("regression", "moments"), default="regression",
                     help="how the base's scores are rescaled onto LNSIM's")  # fmt: skip
     ap.add_argument(

@@ -176,3 +176,31 @@ def test_base_as_a_descriptor_block_round_trips(tmp_path, tiny_trunk_name, monke
     assert amnet.load(path, options=RunOptions(runtime="onnx")).predict(img).score == (
         pytest.approx(s, abs=1e-5)
     )
+
+
+def test_teacher_with_views_of_the_image(tmp_path, tiny_trunk_name):
+    """A base as the teacher of distilled photos, the prior's views made of the image (a trunk
+    pass each, as the default): the descriptors average the image views' caches, the base
+    scores the image itself, and the prior keeps no base; a base at inference refuses."""
+    from amnet.training.descriptors import prior_features
+    from amnet.training.priors import KernelDescriptors
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(30):
+        p = tmp_path / f"{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (64 + i, 80, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    root = tmp_path / "cache"
+    kd = KernelDescriptors(tiny_trunk_name, paths, VIEWS, root=root, base="tiny-resmem",
+                           space="image", log=lambda m: None)  # fmt: skip
+    X, _ = prior_features(kd.describe, tiny_trunk_name, paths, VIEWS, root=root,
+                          log=lambda m: None)  # fmt: skip
+    np.testing.assert_allclose(kd.X, X, rtol=1e-6)
+    assert kd.r.shape == (30,) and np.ptp(kd.r) > 0
+    y = 0.5 + 0.1 * np.tanh(X[:20, 0] - X[:20, 0].mean())
+    teacher = (paths[20:], kd.r[20:])
+    prior, _ = kd.fit(paths[:20], y, scale="moments", distil=teacher, use="teacher")
+    assert prior.base is None and prior.views == VIEWS and prior.support.shape[0] == 30
+    with pytest.raises(ValueError, match="views made of the map"):
+        kd.fit(paths[:20], y, distil=teacher, use="residual")

@@ -190,18 +190,23 @@ class KernelDescriptors:
         self.trunk, self.views, self.kernel, self.extra_trunk = trunk, views, kernel, extra_trunk
         self.describe = build_descriptor(trunk)
         self.index = {os.fspath(p): i for i, p in enumerate(paths)}  # path -> row of X
-        self.base, self.r = None, None
+        self.base, self.r, self.space = None, None, space
         if base is None:
             self.X, self.sizes = prior_features(
                 self.describe, trunk, paths, views, have=have, extra_trunk=extra_trunk,
                 root=root, log=log, space=space,
             )  # fmt: skip
             return
-        if space != "features" or extra_trunk:
-            raise ValueError("a base needs views made of the map (space='features'), one trunk")
+        if extra_trunk:
+            raise ValueError("a base needs one trunk (no extra_trunk)")
         (maps,) = store_views(trunk, paths, ("orig",), have=have, root=root, log=log)
-        self.X, logits = map_view_features(self.describe, maps, views)
+        self.X, logits = map_view_features(self.describe, maps, views if space == "features"
+                                           else ("orig",))  # fmt: skip
         self.sizes = block_sizes(self.describe, maps.shape[1], maps.shape[-1])
+        del maps
+        if space == "image" and tuple(views) != ("orig",):  # views of the image: a pass each
+            self.X, _ = prior_features(self.describe, trunk, paths, views, have=have,
+                                       root=root, log=log)  # fmt: skip
         self.base = build_base(base)
         self.r = base_scores(self.base, list(paths), logits, get_trunk_spec(trunk).preprocess)
 
@@ -209,14 +214,14 @@ class KernelDescriptors:
     def from_arrays(
         cls, trunk: str, paths: list[str], views: tuple[str, ...], X: np.ndarray,
         sizes: list[int], *, kernel: str = "laplace", base: str | None = None,
-        r: np.ndarray | None = None,
+        r: np.ndarray | None = None, space: str = "features",
     ) -> KernelDescriptors:  # fmt: skip
         """Descriptors computed elsewhere (e.g. per view, then averaged over several sets)."""
         self = cls.__new__(cls)
         self.trunk, self.views, self.kernel, self.extra_trunk = trunk, views, kernel, None
         self.describe = build_descriptor(trunk)
         self.index = {os.fspath(p): i for i, p in enumerate(paths)}
-        self.X, self.sizes, self.r = X, sizes, r
+        self.X, self.sizes, self.r, self.space = X, sizes, r, space
         self.base = build_base(base) if base else None
         return self
 
@@ -259,6 +264,8 @@ class KernelDescriptors:
         if distil is not None:
             fit_rows = np.concatenate([rows, self.rows(distil[0])])
             targets = np.concatenate([y, a * np.asarray(distil[1], np.float64) + b])
+        if use != "teacher" and self.space != "features":
+            raise ValueError("a base at inference needs views made of the map (space='features')")
         if use == "teacher":  # the base only labels the distilled rows: no base at inference
             return fit_kernel_prior(
                 self.describe,

@@ -1,0 +1,196 @@
+"""Views of the image (a trunk pass each) or the image alone (one pass), with and without
+ResMem's knowledge: what each costs and buys on natural scenes and on everyday photos
+(issues 15 and 16). Every row is the kernel prior alone.
+
+- lnsim25: mean Spearman rho (tie-aware) on the 25 test halves; everything (the kernel, the
+  penalty by leave-one-out on the human-scored rows, ResMem's rescaling, a teacher) is fitted
+  on each training half. Distilled rows add the photos ``pool[1::4]`` (1,062, sorted paths)
+  with ResMem's scores (its head on amnet's own trunk pass) mapped onto LNSIM's scale
+  ("moments": LNSIM's mean and sd on the training half). No LNSIM photo is distilled.
+- pool: the photos ``pool[0::4]`` (1,062), never fitted on. Each row is fitted on all 2,000
+  LNSIM photos (+ ``pool[1::4]`` when distilled) and scores them: Spearman with ResMem as its
+  package computes it, Spearman with the reference row (``--reference``: the 4-view
+  distilled prior), and the spread (sd, 1st-99th percentile) of the scores.
+- students: the image alone fitted to a teacher's scores (a row with views) on extra photos
+  ``pool[2::4]`` and ``pool[3::4]`` (``--student``; their 4 views must be cached) besides
+  LNSIM's human scores and the distilled photos.
+
+Needs the ResNet-152 feature caches of LNSIM and of ``pool[0::4]`` + ``pool[1::4]`` in the
+views orig, flip, crop4 and crop9 (built on first use: ~13 min per view per 4,000 photos on 2
+cores). Writes per-view descriptors (``desc-*.npy``, reused), rows.csv and pool.csv to --out.
+
+    python benchmarks/general_views.py --out runs/general-views
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import LNSIM  # noqa: E402
+
+from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
+from amnet.training.cv import CVConfig, split_records  # noqa: E402
+from amnet.training.data import read_split_file  # noqa: E402
+from amnet.training.descriptors import (  # noqa: E402
+    base_scores,
+    block_sizes,
+    map_view_features,
+    store_views,
+)
+from amnet.training.metrics import spearman  # noqa: E402
+from amnet.training.priors import fit_kernel_prior, predict_kernel  # noqa: E402
+from amnet.trunks.registry import get_trunk_spec  # noqa: E402
+
+POOL = LNSIM.parent / "pool" / "images"
+VIEWS = ("orig", "flip", "crop4", "crop9")  # the default's four views of the image
+
+
+def spread(s: np.ndarray) -> str:
+    lo, hi = np.percentile(s, [1, 99])
+    return f"sd {s.std():.3f}, {lo:.2f}–{hi:.2f}"
+
+
+def descriptors(paths: list[str], name: str, out: Path, log) -> tuple[dict, np.ndarray]:
+    """Per-view descriptors {view: (N, D)} of ``paths`` and ResMem-at-224's scores (N,),
+    computed from the trunk's caches once and kept in ``out``."""
+    describe = build_descriptor("resnet152")
+    got, r_file = {}, out / f"desc-{name}-resmem.npy"
+    for v in VIEWS:
+        f = out / f"desc-{name}-{v}.npy"
+        if not f.exists():
+            t = time.time()
+            (maps,) = store_views("resnet152", paths, (v,), log=log)
+            X, logits = map_view_features(describe, maps, ("orig",))  # the map as it is
+            del maps
+            if v == "orig" and not r_file.exists():
+                r = base_scores(build_resmem_head(), paths, logits,
+                                get_trunk_spec("resnet152").preprocess)  # fmt: skip
+                np.save(r_file, r.astype(np.float64))
+            np.save(f, X.astype(np.float32))
+            log(f"descriptors {name}/{v} {X.shape} in {time.time() - t:.0f}s")
+        got[v] = np.load(f)
+    return got, np.load(r_file)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/general-views")
+    ap.add_argument("--splits", type=int, default=25)
+    ap.add_argument("--student", action="store_true", help="add the student rows")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    cv = CVConfig("lnsim25", str(LNSIM), str(out))
+    sets = [split_records(cv, k) for k in range(args.splits)]
+    lnsim = sorted({os.fspath(r.path) for s in sets for part in s.values() for r in part})
+    human = {os.fspath(r.path): r.score
+             for r in read_split_file(LNSIM / "scores.txt", LNSIM / "images")}  # fmt: skip
+    pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
+    held, distil = pool[0::4], pool[1::4]
+    extra = sorted(pool[2::4] + pool[3::4]) if args.student else []
+    ref = {}  # ResMem as its package computes it, on the held-out photos
+    with open(Path("runs/general-ladder/resmem.csv")) as f:  # general_ladder.py writes it
+        ref = {row["path"]: float(row["resmem"]) for row in csv.DictReader(f)}
+    ref = np.array([ref[p] for p in held])
+    L, rL = descriptors(lnsim, "lnsim", out, log)
+    P, rP = descriptors(held + distil + extra, "pool", out, log)
+    idx = {p: i for i, p in enumerate(lnsim)} | {p: len(lnsim) + i for i, p in
+                                                 enumerate(held + distil + extra)}  # fmt: skip
+    V = {v: np.vstack([L[v], P[v]]) for v in VIEWS}
+    r = np.concatenate([rL, rP])
+    describe = build_descriptor("resnet152")
+    sizes = block_sizes(describe, 1024, 14)
+
+    def X(views, paths):
+        rows = [idx[p] for p in paths]
+        return np.mean([V[v][rows] for v in views], axis=0)
+
+    def fit(views, paths, y, distilled, teacher=None):
+        """Prior on ``views`` fitted on LNSIM ``paths`` (targets y) [+ the distilled photos,
+        ResMem mapped by moments] [+ the extra photos, the ``teacher``'s scores]."""
+        y = np.asarray(y, np.float64)
+        xs, ts = [X(views, paths)], [y]
+        if distilled:
+            rr = r[[idx[p] for p in paths]]
+            a = y.std() / rr.std()
+            xs.append(X(views, distil))
+            ts.append(a * r[[idx[p] for p in distil]] + y.mean() - a * rr.mean())
+        if teacher is not None:
+            xs.append(X(views, extra))
+            ts.append(teacher)
+        prior, _ = fit_kernel_prior(describe, np.vstack(xs), np.concatenate(ts), sizes,
+                                    "laplace", rows=np.arange(len(paths)))  # fmt: skip
+        return lambda paths: predict_kernel(prior, X(views, paths))
+
+    rows = {  # name: (views, distilled, teacher row or None)
+        "LNSIM only, the image alone (the old `--no-views`)": (("orig",), False, None),
+        "LNSIM only, 4 views of the image (the old default's prior)": (VIEWS, False, None),
+        "distilled, the image alone (`amnet-general-resnet152`'s prior)": (("orig",), True, None),
+        "distilled, 4 views of the image": (VIEWS, True, None),
+    }
+    if args.student:
+        rows["student of the 4-view distilled prior, the image alone"] = (
+            ("orig",), True, "distilled, 4 views of the image")  # fmt: skip
+        rows["student of the 4-view LNSIM-only prior, the image alone"] = (
+            ("orig",),
+            False,
+            "LNSIM only, 4 views of the image (the old default's prior)",
+        )
+    reference = "distilled, 4 views of the image"
+    table, scores = [], {}
+    for name, (views, distilled, teacher) in rows.items():
+        t, rhos = time.time(), []
+        for s in sets:
+            tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
+            y = [x.score for x in s["train"] + s["val"]]
+            te = [os.fspath(x.path) for x in s["test"]]
+            ty = None
+            if teacher is not None:
+                tv, td, _ = rows[teacher]
+                ty = fit(tv, tr, y, td)(extra)  # the teacher, fitted on this half too
+            rhos.append(
+                spearman(fit(views, tr, y, distilled, ty)(te), [x.score for x in s["test"]])
+            )
+        ty = None
+        if teacher is not None:
+            tv, td, _ = rows[teacher]
+            ty = fit(tv, lnsim, [human[p] for p in lnsim], td)(extra)
+        s = fit(views, lnsim, [human[p] for p in lnsim], distilled, ty)(held)
+        scores[name] = s
+        table.append((name, np.mean(rhos), np.std(rhos), spearman(s, ref), spread(s)))
+        log(f"{name}: lnsim25 {np.mean(rhos):.4f} ± {np.std(rhos):.4f}, ResMem {table[-1][3]:.3f}"
+            f", {table[-1][4]} ({time.time() - t:.0f}s)")  # fmt: skip
+    print("\n| Row | lnsim25 ρ (prior alone) | Spearman with ResMem, held-out pool | with the "
+          "4-view distilled prior | pool spread |\n|---|---|---|---|---|")  # fmt: skip
+    for name, m, sd, agree, sp in table:
+        print(f"| {name} | {m:.3f} ± {sd:.3f} | {agree:.3f} | "
+              f"{spearman(scores[name], scores[reference]):.3f} | {sp} |")  # fmt: skip
+    print(f"| ResMem (its package) | | 1 | {spearman(ref, scores[reference]):.3f} | "
+          f"{spread(ref)} |")  # fmt: skip
+    folder = np.array([Path(p).parent.name for p in held])
+    print("\nPer source folder, held-out pool (sd; Spearman with ResMem):")
+    for fo in sorted(set(folder)):
+        m = folder == fo
+        cells = [f"ResMem sd {ref[m].std():.3f}"] + [
+            f"{n.split(',')[0][:40]}…: sd {scores[n][m].std():.3f}, "
+            f"rho {spearman(scores[n][m], ref[m]):.2f}" for n in rows]  # fmt: skip
+        print(f"- {fo} ({m.sum()}): " + "; ".join(cells))
+    with open(out / "pool.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "resmem", *rows])
+        w.writerows([p, f"{ref[i]:.4f}", *(f"{scores[n][i]:.4f}" for n in rows)]
+                    for i, p in enumerate(held))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
