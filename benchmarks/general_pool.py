@@ -1,4 +1,4 @@
-"""A shipped model with views made of the map, scored on pool photos it never saw in training
+"""A shipped model scored on pool photos it never saw in training
 (issue 15): its whole score (heads + prior, as ``amnet predict`` computes it) on the
 even-numbered half of ../shared/datasets/pool (sorted paths; the odd half is what the general
 model was distilled on: ``--distil-every 2 --distil-start 1``), against ResMem as its package
@@ -8,8 +8,9 @@ folder, with the score spread beside ResMem's.
     python benchmarks/general_ladder.py --out runs/general-ladder   # writes resmem.csv first
     python benchmarks/general_pool.py --model amnet-general-resnet152
 
-Runs from the feature cache (the trunk's "orig" maps of the pool, built by the ladder): the
-model's views are made of the map, so the cached map is all it needs besides its own layers.
+Runs from the feature caches: the trunk's "orig" maps of the pool for a model whose views are
+made of the map; each view's maps (built when missing: a trunk pass per view and photo) for a
+model whose views are made of the image.
 """
 
 from __future__ import annotations
@@ -38,17 +39,19 @@ def main() -> int:
     ap.add_argument("--resmem", default="runs/general-ladder/resmem.csv")
     args = ap.parse_args()
     head, meta = load_checkpoint(resolve_model(args.model))
-    if getattr(head, "view_space", "image") != "features":
-        sys.exit(f"{args.model} makes its views of the image: this benchmark needs map views")
     pool = sorted(str(p) for p in (LNSIM.parent / "pool" / "images").rglob("*.jpg"))[0::2]
     ref = {r["path"]: float(r["resmem"]) for r in csv.DictReader(open(args.resmem))}
-    (maps,) = store_views(meta["trunk"], pool, ("orig",), log=lambda m: None)
     views = model_views(head, True)
+    on_map = getattr(head, "view_space", "image") == "features"
+    maps = store_views(meta["trunk"], pool, ("orig",) if on_map else views, log=lambda m: None)
     scores = []
     with torch.inference_mode():
         for i in range(0, len(pool), 32):
-            m = torch.from_numpy(np.asarray(maps[i : i + 32], np.float32))  # (b, C, H, W)
-            out = head_views(head, {v: apply_view(m, v) for v in views})
+            got = [torch.from_numpy(np.asarray(m[i : i + 32], np.float32)) for m in maps]
+            if on_map:  # the views made of the one map (b, C, H, W)
+                out = head_views(head, {v: apply_view(got[0], v) for v in views})
+            else:  # each view's own trunk pass, from the caches
+                out = head_views(head, dict(zip(views, got, strict=True)))
             scores.append(out.score.double().numpy())
     s = dict(zip(pool, np.concatenate(scores), strict=True))
     common = [p for p in pool if p in ref]

@@ -11,9 +11,10 @@ ResMem's knowledge: what each costs and buys on natural scenes and on everyday p
   LNSIM photos (+ ``pool[1::4]`` when distilled) and scores them: Spearman with ResMem as its
   package computes it, Spearman with the reference row (``--reference``: the 4-view
   distilled prior), and the spread (sd, 1st-99th percentile) of the scores.
-- students: the image alone fitted to a teacher's scores (a row with views) on extra photos
-  ``pool[2::4]`` and ``pool[3::4]`` (``--student``; their 4 views must be cached) besides
-  LNSIM's human scores and the distilled photos.
+- students (``--student``): the image alone fitted to a teacher's scores (a row with views) on
+  extra photos ``pool[2::4]`` and ``pool[3::4]`` (2,124; their 4 views must be cached), besides
+  LNSIM's human scores and the distilled photos; and, to tell the teacher from the number of
+  photos, the image alone distilled from ResMem on all three quarters.
 
 Needs the ResNet-152 feature caches of LNSIM and of ``pool[0::4]`` + ``pool[1::4]`` in the
 views orig, flip, crop4 and crop9 (built on first use: ~13 min per view per 4,000 photos on 2
@@ -77,6 +78,8 @@ def descriptors(paths: list[str], name: str, out: Path, log) -> tuple[dict, np.n
             np.save(f, X.astype(np.float32))
             log(f"descriptors {name}/{v} {X.shape} in {time.time() - t:.0f}s")
         got[v] = np.load(f)
+        if len(got[v]) != len(paths):
+            raise SystemExit(f"{f} holds {len(got[v])} rows, not {len(paths)}: remove it")
     return got, np.load(r_file)
 
 
@@ -102,11 +105,13 @@ def main() -> int:
         ref = {row["path"]: float(row["resmem"]) for row in csv.DictReader(f)}
     ref = np.array([ref[p] for p in held])
     L, rL = descriptors(lnsim, "lnsim", out, log)
-    P, rP = descriptors(held + distil + extra, "pool", out, log)
-    idx = {p: i for i, p in enumerate(lnsim)} | {p: len(lnsim) + i for i, p in
-                                                 enumerate(held + distil + extra)}  # fmt: skip
-    V = {v: np.vstack([L[v], P[v]]) for v in VIEWS}
-    r = np.concatenate([rL, rP])
+    P, rP = descriptors(held + distil, "pool", out, log)
+    E, rE = descriptors(extra, "extra", out, log) if extra else (dict.fromkeys(VIEWS), None)
+    order = lnsim + held + distil + extra
+    idx = {p: i for i, p in enumerate(order)}
+    V = {v: np.vstack([a for a in (L[v], P[v], E[v]) if a is not None]) for v in VIEWS}
+    r = np.concatenate([a for a in (rL, rP, rE) if a is not None])
+    assert len(r) == len(order) and all(len(a) == len(order) for a in V.values())
     describe = build_descriptor("resnet152")
     sizes = block_sizes(describe, 1024, 14)
 
@@ -119,9 +124,9 @@ def main() -> int:
         ResMem mapped by moments] [+ the extra photos, the ``teacher``'s scores]."""
         y = np.asarray(y, np.float64)
         xs, ts = [X(views, paths)], [y]
+        rr = r[[idx[p] for p in paths]]
+        a = y.std() / rr.std()
         if distilled:
-            rr = r[[idx[p] for p in paths]]
-            a = y.std() / rr.std()
             xs.append(X(views, distil))
             ts.append(a * r[[idx[p] for p in distil]] + y.mean() - a * rr.mean())
         if teacher is not None:
@@ -138,6 +143,7 @@ def main() -> int:
         "distilled, 4 views of the image": (VIEWS, True, None),
     }
     if args.student:
+        rows["distilled on 3 times the photos, the image alone"] = (("orig",), True, "resmem")
         rows["student of the 4-view distilled prior, the image alone"] = (
             ("orig",), True, "distilled, 4 views of the image")  # fmt: skip
         rows["student of the 4-view LNSIM-only prior, the image alone"] = (
@@ -154,16 +160,24 @@ def main() -> int:
             y = [x.score for x in s["train"] + s["val"]]
             te = [os.fspath(x.path) for x in s["test"]]
             ty = None
-            if teacher is not None:
+            if teacher == "resmem":  # more distilled photos: ResMem mapped as above
+                rr = r[[idx[p] for p in tr]]
+                a = np.std(y) / rr.std()
+                ty = a * r[[idx[p] for p in extra]] + np.mean(y) - a * rr.mean()
+            elif teacher is not None:
                 tv, td, _ = rows[teacher]
                 ty = fit(tv, tr, y, td)(extra)  # the teacher, fitted on this half too
             rhos.append(
                 spearman(fit(views, tr, y, distilled, ty)(te), [x.score for x in s["test"]])
             )
-        ty = None
-        if teacher is not None:
+        ty, hy = None, np.array([human[p] for p in lnsim])
+        if teacher == "resmem":
+            rr = r[[idx[p] for p in lnsim]]
+            a = hy.std() / rr.std()
+            ty = a * r[[idx[p] for p in extra]] + hy.mean() - a * rr.mean()
+        elif teacher is not None:
             tv, td, _ = rows[teacher]
-            ty = fit(tv, lnsim, [human[p] for p in lnsim], td)(extra)
+            ty = fit(tv, lnsim, hy, td)(extra)
         s = fit(views, lnsim, [human[p] for p in lnsim], distilled, ty)(held)
         scores[name] = s
         table.append((name, np.mean(rhos), np.std(rhos), spearman(s, ref), spread(s)))

@@ -114,3 +114,10 @@ def test_ensemble_with_a_linear_prior_blends_scores_not_attention(tmp_path):
         AMNetEnsemble(heads, prior, 0.0)
     with pytest.raises(ValueError, match="prior"):
         AMNetEnsemble(heads, None, 0.5)
+    with pytest.raises(ValueError, match="prior"):
+        AMNetEnsemble(heads, prior, 1.5)
+    # prior_mix=1: the score is the prior's, every step too; the heads give the attention
+    only = AMNetEnsemble(heads, prior, 1.0).eval()(x)
+    torch.testing.assert_close(only.score, p)
+    torch.testing.assert_close(only.step_scores, p[:, None].expand(-1, cfg.steps))
+    torch.testing.assert_close(only.attention, plain.attention)

@@ -231,7 +231,6 @@ register_model(
         "image, its mirror and their centre crops), test-time flips, LNSIM",
     )
 )
-register_alias("default", "amnet-lnsim-resnet152")
 register_model(
     PretrainedModel(
         name="amnet-general-resnet152",
@@ -247,6 +246,24 @@ register_model(
         "from ResMem on everyday photos (one trunk pass; the heads also see the map's mirror)",
     )
 )
+register_model(
+    PretrainedModel(
+        name="amnet-general-resnet152-4views",
+        file="amnet-general-resnet152-4views.safetensors",
+        sha256="2f7503d3abd60e788fa0e892c6e1e58c832868814b177016ecdd20a7a4f4e108",
+        trunk="resnet152",
+        training_data=_LNSIM + "; plus 1,062 unlabelled photos of every kind (ImageNet, OSIE, "
+        "BSDS500, SUN; ../shared/datasets/pool, every 4th from the 2nd) whose targets are "
+        "ResMem's scores (LaMem + MemCat) mapped onto LNSIM's scale (same mean and sd)",
+        licence="head and prior: MIT (amnet), but the prior is fitted to ResMem's outputs and "
+        "the trunk weights are ResMem's: non-commercial research only",
+        description="the score is a kernel prior on descriptors averaged over four views of the "
+        "image (the image, its mirror, their centre crops: four trunk passes), fitted on LNSIM "
+        "and distilled from ResMem on everyday photos; the default's 3 AMNet heads give the "
+        "attention maps",
+    )
+)
+register_alias("default", "amnet-general-resnet152-4views")
 register_model(
     PretrainedModel(
         name="amnet-lnsim-efficientnet_lite2",

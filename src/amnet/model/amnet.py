@@ -39,7 +39,8 @@ class AMNetEnsemble(nn.Module):
     """Several AMNet heads on the same features; scores, step scores and attention maps are
     averaged (each averaged map still sums to 1). With a ``prior`` (a ``LinearPrior`` or a
     ``KernelPrior``), scores and step scores become ``(1 - prior_mix) * heads + prior_mix *
-    prior``; the attention maps are the heads' alone.
+    prior``; the attention maps are the heads' alone (with ``prior_mix=1`` the score is the
+    prior's and the heads give the attention maps only).
 
     ``forward_views`` scores several views of the same images (``amnet.model.views``): the heads'
     outputs are averaged over "orig" and "flip", the prior scores the average of the
@@ -54,8 +55,8 @@ class AMNetEnsemble(nn.Module):
             raise ValueError("an ensemble needs at least one head")
         if len({h.cfg.steps for h in heads}) != 1:
             raise ValueError("all heads of an ensemble must have the same number of steps")
-        if (prior is None) != (prior_mix == 0.0) or not 0.0 <= prior_mix < 1.0:
-            raise ValueError("a prior needs prior_mix in (0, 1), and prior_mix > 0 a prior")
+        if (prior is None) != (prior_mix == 0.0) or not 0.0 <= prior_mix <= 1.0:
+            raise ValueError("a prior needs prior_mix in (0, 1], and prior_mix > 0 a prior")
         self.heads = nn.ModuleList(heads)
         self.cfg = heads[0].cfg
         self.prior = prior
