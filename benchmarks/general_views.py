@@ -88,6 +88,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/general-views")
     ap.add_argument("--splits", type=int, default=25)
     ap.add_argument("--student", action="store_true", help="add the student rows")
+    ap.add_argument("--rows", help="only the rows whose names contain one of these "
+                    "(comma-separated)")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,9 +121,10 @@ def main() -> int:
         rows = [idx[p] for p in paths]
         return np.mean([V[v][rows] for v in views], axis=0)
 
-    def fit(views, paths, y, distilled, teacher=None):
+    def fit(views, paths, y, distilled, teacher=None, ask=None):
         """Prior on ``views`` fitted on LNSIM ``paths`` (targets y) [+ the distilled photos,
-        ResMem mapped by moments] [+ the extra photos, the ``teacher``'s scores]."""
+        ResMem mapped by moments] [+ the extra photos, the ``teacher``'s scores]; it scores
+        the views ``ask`` (default: ``views``)."""
         y = np.asarray(y, np.float64)
         xs, ts = [X(views, paths)], [y]
         rr = r[[idx[p] for p in paths]]
@@ -134,13 +137,19 @@ def main() -> int:
             ts.append(teacher)
         prior, _ = fit_kernel_prior(describe, np.vstack(xs), np.concatenate(ts), sizes,
                                     "laplace", rows=np.arange(len(paths)))  # fmt: skip
-        return lambda paths: predict_kernel(prior, X(views, paths))
+        return lambda paths: predict_kernel(prior, X(ask or views, paths))
 
     rows = {  # name: (views, distilled, teacher row or None)
         "LNSIM only, the image alone (the old `--no-views`)": (("orig",), False, None),
         "LNSIM only, 4 views of the image (the old default's prior)": (VIEWS, False, None),
         "distilled, the image alone (`amnet-general-resnet152`'s prior)": (("orig",), True, None),
         "distilled, 4 views of the image": (VIEWS, True, None),
+        "the same, asked with the image alone (the default with `--no-views`)": (
+            VIEWS,
+            True,
+            None,
+            ("orig",),
+        ),  # fmt: skip
     }
     if args.student:
         rows["distilled on 3 times the photos, the image alone"] = (("orig",), True, "resmem")
@@ -152,8 +161,12 @@ def main() -> int:
             "LNSIM only, 4 views of the image (the old default's prior)",
         )
     reference = "distilled, 4 views of the image"
+    if args.rows:  # only these rows (and the reference, for the pool column)
+        rows = {k: v for k, v in rows.items() if k == reference or
+                any(w in k for w in args.rows.split(","))}  # fmt: skip
     table, scores = [], {}
-    for name, (views, distilled, teacher) in rows.items():
+    for name, (views, distilled, teacher, *ask) in rows.items():
+        ask = ask[0] if ask else None
         t, rhos = time.time(), []
         for s in sets:
             tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
@@ -165,10 +178,10 @@ def main() -> int:
                 a = np.std(y) / rr.std()
                 ty = a * r[[idx[p] for p in extra]] + np.mean(y) - a * rr.mean()
             elif teacher is not None:
-                tv, td, _ = rows[teacher]
+                tv, td, *_ = rows[teacher]
                 ty = fit(tv, tr, y, td)(extra)  # the teacher, fitted on this half too
             rhos.append(
-                spearman(fit(views, tr, y, distilled, ty)(te), [x.score for x in s["test"]])
+                spearman(fit(views, tr, y, distilled, ty, ask)(te), [x.score for x in s["test"]])
             )
         ty, hy = None, np.array([human[p] for p in lnsim])
         if teacher == "resmem":
@@ -176,9 +189,9 @@ def main() -> int:
             a = hy.std() / rr.std()
             ty = a * r[[idx[p] for p in extra]] + hy.mean() - a * rr.mean()
         elif teacher is not None:
-            tv, td, _ = rows[teacher]
+            tv, td, *_ = rows[teacher]
             ty = fit(tv, lnsim, hy, td)(extra)
-        s = fit(views, lnsim, [human[p] for p in lnsim], distilled, ty)(held)
+        s = fit(views, lnsim, [human[p] for p in lnsim], distilled, ty, ask)(held)
         scores[name] = s
         table.append((name, np.mean(rhos), np.std(rhos), spearman(s, ref), spread(s)))
         log(f"{name}: lnsim25 {np.mean(rhos):.4f} ± {np.std(rhos):.4f}, ResMem {table[-1][3]:.3f}"
@@ -198,7 +211,7 @@ def main() -> int:
             f"{n.split(',')[0][:40]}…: sd {scores[n][m].std():.3f}, "
             f"rho {spearman(scores[n][m], ref[m]):.2f}" for n in rows]  # fmt: skip
         print(f"- {fo} ({m.sum()}): " + "; ".join(cells))
-    with open(out / "pool.csv", "w", newline="") as f:
+    with open(out / ("pool.csv" if not args.rows else "pool-some-rows.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "resmem", *rows])
         w.writerows([p, f"{ref[i]:.4f}", *(f"{scores[n][i]:.4f}" for n in rows)]
