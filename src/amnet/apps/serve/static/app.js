@@ -182,7 +182,7 @@ function renderScore(item) {
     el("div", { class: "gauge-ends", "aria-hidden": "true" },
       el("span", { text: `forgettable ${GAUGE_MIN.toFixed(1)}` }), el("span", { text: `${GAUGE_MAX.toFixed(1)} memorable` })),
     el("p", { class: "steps-title", text: res.score_map_png
-      ? "Where the heads looked (attention, part of the score), and what the whole score depends on"
+      ? "Where the heads looked (attention), and what the whole score depends on"
       : "Where the model looked, step by step" }),
     steps));
 }
