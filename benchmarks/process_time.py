@@ -86,7 +86,8 @@ def main() -> int:
             for paths in (photos[:1], photos):
                 times.setdefault((v, len(paths)), []).append(timed(command(v, paths)))
     print(f"# load {os.getloadavg()[0]:.1f}, {args.repeats} runs each, median s")
-    print("| variant | 1 photo (s) | 256 photos (s) | 256 photos: images/s |\n|---|---|---|---|")
+    n = len(photos)
+    print(f"| variant | 1 photo (s) | {n} photos (s) | {n} photos: images/s |\n|---|---|---|---|")
     for v in variants:
         one = statistics.median(times[(v, 1)])
         many = statistics.median(times[(v, len(photos))])

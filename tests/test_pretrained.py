@@ -47,3 +47,19 @@ def test_golden_prediction_on_an_example(name):
     assert got["step_scores"] == pytest.approx(golden[name]["step_scores"], abs=1e-4)
     assert 0.0 < r.score < 1.0
     assert r.attention.shape == (len(r.step_scores), 14, 14)
+
+
+def test_weights_read_once_give_the_same_model_as_read_twice():
+    """The default loads the trunk's weights once and gives the kernel prior's descriptor the
+    layers after the cut (create_trunk_and_tail); with trunk_weights given, the trunk and the
+    descriptor load them separately, as before: the same scores, bit for bit."""
+    from amnet.inference.predictor import Predictor
+    from amnet.trunks.registry import get_trunk_spec, resolve_weights
+
+    name = get_model_entry("default").name
+    once = Predictor.from_checkpoint(name)
+    path = resolve_weights(get_trunk_spec(once.meta["trunk"]))
+    twice = Predictor.from_checkpoint(name, trunk_weights=str(path))
+    a, b = once.predict(EXAMPLES / "rocket.jpg"), twice.predict(EXAMPLES / "rocket.jpg")
+    assert a.score == b.score and a.step_scores == b.step_scores
+    assert (a.attention == b.attention).all()

@@ -25,11 +25,15 @@ def _frozen(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def build_descriptor(trunk: str, blocks: tuple[str, ...] = BLOCKS) -> Descriptor:
+def build_descriptor(
+    trunk: str, blocks: tuple[str, ...] = BLOCKS, *, tail: nn.Module | None = None
+) -> Descriptor:
     """The descriptor of a registered trunk, its tail loaded (frozen, eval) from the trunk's
-    own weights (never from a checkpoint: amnet does not redistribute trunk weights)."""
-    tail = None
-    if TAIL_BLOCKS & set(blocks):
+    own weights (never from a checkpoint: amnet does not redistribute trunk weights), or
+    ``tail`` when given (``create_trunk_and_tail``'s: the weights read once)."""
+    if not TAIL_BLOCKS & set(blocks):
+        tail = None
+    elif tail is None:
         net = _classifier(trunk)
         if not hasattr(net, "tail"):
             raise ValueError(f"trunk {trunk!r} has no tail; use blocks without tail_*")

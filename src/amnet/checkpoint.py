@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from amnet import __version__
 from amnet import fileio as hub
@@ -161,14 +162,17 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[AMNetHead | AMNetEnsemble, dict]:
+def load_checkpoint(
+    path: str | os.PathLike, *, tail: nn.Module | None = None
+) -> tuple[AMNetHead | AMNetEnsemble, dict]:
     """Build the head (or ensemble of heads) a checkpoint describes, load its tensors as
-    float32, in eval mode."""
+    float32, in eval mode. ``tail``: the trunk's layers after its cut, already loaded
+    (``create_trunk_and_tail``), for a kernel prior's descriptor."""
     meta = read_metadata(path)
     if meta.get("ensemble"):
         heads = [AMNetHead(AMNetConfig.from_dict(c)) for c in meta["ensemble"]]
         mix = float(meta.get("prior_mix") or 0.0)
-        prior = _build_prior(meta, heads[0].cfg.in_channels) if mix else None
+        prior = _build_prior(meta, heads[0].cfg.in_channels, tail) if mix else None
         head = AMNetEnsemble(heads, prior, mix, meta.get("view_space", "image"))
     else:
         head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
@@ -193,12 +197,13 @@ def _prior_meta(prior: LinearPrior | KernelPrior | None) -> dict | None:
     return {"kind": "linear"} if prior is not None else None
 
 
-def _build_prior(meta: dict, channels: int) -> LinearPrior | KernelPrior:
+def _build_prior(meta: dict, channels: int, tail: nn.Module | None = None
+                 ) -> LinearPrior | KernelPrior:  # fmt: skip
     spec = meta.get("prior") or {"kind": "linear"}  # checkpoints before the kernel prior
     if spec["kind"] == "linear":
         return LinearPrior(channels)
     if spec["kind"] == "kernel":
-        describe = build_descriptor(meta["trunk"], tuple(spec["blocks"]))
+        describe = build_descriptor(meta["trunk"], tuple(spec["blocks"]), tail=tail)
         kernel = spec.get("kernel", "rbf")  # checkpoints before the Laplacian kernel: rbf
         extra = spec.get("extra")
         if extra:

@@ -93,7 +93,8 @@ def fold_batchnorm(module: nn.Module) -> int:
         conv, bn = module.get_submodule(conv_name), module.get_submodule(bn_name)
         scale, shift = _bn_scale(bn)
         bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-        conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))  # (O, I, kh, kw)
+        # a new tensor, not copy_: the loaded weights may be a read-only-mapped file's pages
+        conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
         conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
         parent, _, name = bn_name.rpartition(".")
         setattr(module.get_submodule(parent), name, nn.Identity())

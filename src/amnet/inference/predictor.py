@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from amnet.checkpoint import load_checkpoint, resolve_model
+from amnet.checkpoint import load_checkpoint, read_metadata, resolve_model
 from amnet.inference.engine import RunOptions, build_engine
 from amnet.inference.images import DEFAULT_MAX_PIXELS, ImageLike, batched_images, iter_images
 from amnet.model.amnet import AMNetEnsemble
 from amnet.model.head import AMNetHead
-from amnet.trunks.registry import Preprocess, Trunk, create_trunk
+from amnet.trunks.registry import Preprocess, Trunk, create_trunk, create_trunk_and_tail
 from amnet.types import Engine, Prediction
 
 if TYPE_CHECKING:
@@ -80,8 +80,13 @@ class Predictor:
     ) -> Predictor:  # fmt: skip
         if str(name_or_path).endswith(".onnx"):
             return cls.from_onnx(name_or_path, **kwargs)
-        head, meta = load_checkpoint(resolve_model(name_or_path))
-        trunk = create_trunk(meta["trunk"], weights=trunk_weights)
+        path = resolve_model(name_or_path)
+        if trunk_weights is None:  # the trunk's weights read once, for the trunk and the prior
+            trunk, tail = create_trunk_and_tail(read_metadata(path)["trunk"])
+            head, meta = load_checkpoint(path, tail=tail)
+        else:
+            head, meta = load_checkpoint(path)
+            trunk = create_trunk(meta["trunk"], weights=trunk_weights)
         meta["name"] = str(name_or_path)
         return cls(trunk, head, Preprocess.from_dict(meta["preprocess"]), meta=meta, **kwargs)
 

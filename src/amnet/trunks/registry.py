@@ -3,6 +3,7 @@ licence) and builders that load the weights strictly and lock the network."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import zipfile
@@ -193,6 +194,19 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(x, self.stop)  # (B, C, H/16, W/16)
+
+
+def create_trunk_and_tail(name: str) -> tuple[Trunk, nn.Module | None]:
+    """A registered pretrained trunk (as ``create_trunk``) and the layers after its cut (its
+    ``tail()``: what a kernel prior's descriptor runs), from one read of its weights; the tail
+    is None for a trunk without one."""
+    spec = get_trunk_spec(name)
+    net = load_classifier(name) if spec.weights else spec.build()
+    # a copy: truncating may change modules the two share (EfficientNet's cut block)
+    tail = copy.deepcopy(net.tail()) if hasattr(net, "tail") else None
+    if hasattr(net, "truncate"):
+        net.truncate(spec.stop)
+    return Trunk(net, spec.stop, name), tail
 
 
 def create_trunk(
