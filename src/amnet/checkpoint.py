@@ -247,8 +247,9 @@ register_model(
         "ResMem's scores (LaMem + MemCat) mapped onto LNSIM's scale (same mean and sd)",
         licence="head and prior: MIT (amnet), but the prior is fitted to ResMem's outputs and "
         "the trunk weights are ResMem's: non-commercial research only",
-        description="the default's 3 AMNet heads + a kernel prior on the image alone, distilled "
-        "from ResMem on everyday photos (one trunk pass; the heads also see the map's mirror)",
+        description="amnet-lnsim-resnet152's 3 AMNet heads + a kernel prior on the image alone, "
+        "distilled from ResMem on everyday photos (one trunk pass; the heads also see the map's "
+        "mirror): the default's knowledge, 4x faster",
     )
 )
 register_model(
@@ -264,8 +265,8 @@ register_model(
         "the trunk weights are ResMem's: non-commercial research only",
         description="the score is a kernel prior on descriptors averaged over four views of the "
         "image (the image, its mirror, their centre crops: four trunk passes), fitted on LNSIM "
-        "and distilled from ResMem on everyday photos; the default's 3 AMNet heads give the "
-        "attention maps",
+        "and distilled from ResMem on everyday photos; amnet-lnsim-resnet152's 3 AMNet heads "
+        "give the attention maps",
     )
 )
 register_alias("default", "amnet-general-resnet152-4views")

@@ -22,7 +22,8 @@ def _models(sub: argparse._SubParsersAction) -> None:
         from amnet.checkpoint import get_model_entry, list_models
         from amnet.trunks.registry import get_trunk_spec, list_trunks
 
-        print("models:")
+        default = get_model_entry("default").name
+        print(f"models (default: {default}):")
         for name in list_models():
             e = get_model_entry(name)
             print(f"  {name:32s} trunk={e.trunk:20s} {e.description}")
