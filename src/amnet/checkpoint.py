@@ -236,17 +236,24 @@ register_model(
         "image, its mirror and their centre crops), test-time flips, LNSIM",
     )
 )
+# the general models: LNSIM plus photos of every kind labelled by ResMem (distillation)
+_DISTILLED = (
+    _LNSIM + "; plus 1,062 unlabelled photos of every kind (ImageNet, OSIE, BSDS500, SUN; "
+    "../shared/datasets/pool, every 4th from the 2nd) whose targets are ResMem's scores (LaMem + "
+    "MemCat) mapped onto LNSIM's scale (same mean and sd)"
+)
+_DISTILLED_LICENCE = (
+    "head and prior: MIT (amnet), but the prior is fitted to ResMem's outputs and the trunk "
+    "weights are ResMem's: non-commercial research only"
+)
 register_model(
     PretrainedModel(
         name="amnet-general-resnet152",
         file="amnet-general-resnet152.safetensors",
         sha256="468b73f71464cffa1fdd4d2ad87270e13be72e6492212be4174f26f3ad96f689",
         trunk="resnet152",
-        training_data=_LNSIM + "; plus 1,062 unlabelled photos of every kind (ImageNet, OSIE, "
-        "BSDS500, SUN; ../shared/datasets/pool, every 4th from the 2nd) whose targets are "
-        "ResMem's scores (LaMem + MemCat) mapped onto LNSIM's scale (same mean and sd)",
-        licence="head and prior: MIT (amnet), but the prior is fitted to ResMem's outputs and "
-        "the trunk weights are ResMem's: non-commercial research only",
+        training_data=_DISTILLED,
+        licence=_DISTILLED_LICENCE,
         description="amnet-lnsim-resnet152's 3 AMNet heads + a kernel prior on the image alone, "
         "distilled from ResMem on everyday photos (one trunk pass; the heads also see the map's "
         "mirror): the default's knowledge, 4x faster",
@@ -258,11 +265,8 @@ register_model(
         file="amnet-general-resnet152-4views.safetensors",
         sha256="2f7503d3abd60e788fa0e892c6e1e58c832868814b177016ecdd20a7a4f4e108",
         trunk="resnet152",
-        training_data=_LNSIM + "; plus 1,062 unlabelled photos of every kind (ImageNet, OSIE, "
-        "BSDS500, SUN; ../shared/datasets/pool, every 4th from the 2nd) whose targets are "
-        "ResMem's scores (LaMem + MemCat) mapped onto LNSIM's scale (same mean and sd)",
-        licence="head and prior: MIT (amnet), but the prior is fitted to ResMem's outputs and "
-        "the trunk weights are ResMem's: non-commercial research only",
+        training_data=_DISTILLED,
+        licence=_DISTILLED_LICENCE,
         description="the score is a kernel prior on descriptors averaged over four views of the "
         "image (the image, its mirror, their centre crops: four trunk passes), fitted on LNSIM "
         "and distilled from ResMem on everyday photos; amnet-lnsim-resnet152's 3 AMNet heads "
