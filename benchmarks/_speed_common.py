@@ -17,9 +17,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LNSIM = ROOT.parent / "shared" / "datasets" / "lnsim"
+POOL = LNSIM.parent / "pool" / "images"  # unlabelled photos of every kind
 # a stand-in head (untrained) for when no "default" model is registered: as big as or bigger
 # than the shipped default's heads, on the same trunk (the trunk is ~99% of the FLOPs)
 DEFAULT_HEAD = dict(reduce_dim=256, proj_dim=512, att_dim=256, hidden_size=512, fc_dim=256)
+
+
+def spread(s) -> str:
+    """How widely scores ``s`` spread: their sd and 1st-99th percentile range."""
+    import numpy as np
+
+    lo, hi = np.percentile(s, [1, 99])
+    return f"sd {np.std(s):.3f}, {lo:.2f}-{hi:.2f}"
 
 
 def photos(n: int, offset: int = 0) -> list[Path]:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import LNSIM  # noqa: E402
+from _speed_common import LNSIM, POOL, spread  # noqa: E402
 from speed_resmem import load_resmem, resmem_tensor  # noqa: E402
 
 from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
@@ -46,8 +46,6 @@ from amnet.training.descriptors import (  # noqa: E402
 from amnet.training.metrics import spearman  # noqa: E402
 from amnet.training.priors import KernelDescriptors  # noqa: E402
 from amnet.trunks.registry import get_trunk_spec  # noqa: E402
-
-POOL = LNSIM.parent / "pool" / "images"
 
 
 def resmem_package(paths: list[str], out: Path) -> dict[str, float]:
@@ -71,11 +69,6 @@ def resmem_package(paths: list[str], out: Path) -> dict[str, float]:
             w.writerows(sorted(have.items()))
         os.replace(tmp, out)
     return {p: have[p] for p in paths}
-
-
-def spread(s: np.ndarray) -> str:
-    lo, hi = np.percentile(s, [1, 99])
-    return f"sd {s.std():.3f}, {lo:.2f}-{hi:.2f}"
 
 
 def main() -> int:

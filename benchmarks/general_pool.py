@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import LNSIM  # noqa: E402
+from _speed_common import POOL  # noqa: E402
 
 from amnet.checkpoint import load_checkpoint, resolve_model  # noqa: E402
 from amnet.model.amnet import head_views, model_views  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--resmem", default="runs/general-ladder/resmem.csv")
     args = ap.parse_args()
     head, meta = load_checkpoint(resolve_model(args.model))
-    pool = sorted(str(p) for p in (LNSIM.parent / "pool" / "images").rglob("*.jpg"))[0::2]
+    pool = sorted(str(p) for p in POOL.rglob("*.jpg"))[0::2]
     ref = {r["path"]: float(r["resmem"]) for r in csv.DictReader(open(args.resmem))}
     views = model_views(head, True)
     on_map = getattr(head, "view_space", "image") == "features"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import LNSIM  # noqa: E402
+from _speed_common import LNSIM, POOL, spread  # noqa: E402
 
 from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
 from amnet.training.cv import CVConfig, split_records  # noqa: E402
@@ -50,19 +50,12 @@ from amnet.training.metrics import spearman  # noqa: E402
 from amnet.training.priors import fit_kernel_prior, predict_kernel  # noqa: E402
 from amnet.trunks.registry import get_trunk_spec  # noqa: E402
 
-POOL = LNSIM.parent / "pool" / "images"
 VIEWS = ("orig", "flip", "crop4", "crop9")  # the default's four views of the image
 
 
-def spread(s: np.ndarray) -> str:
-    lo, hi = np.percentile(s, [1, 99])
-    return f"sd {s.std():.3f}, {lo:.2f}–{hi:.2f}"
-
-
-def descriptors(paths: list[str], name: str, out: Path, log) -> tuple[dict, np.ndarray]:
-    """Per-view descriptors {view: (N, D)} of ``paths`` and ResMem-at-224's scores (N,),
-    computed from the trunk's caches once and kept in ``out``."""
-    describe = build_descriptor("resnet152")
+def descriptors(paths: list[str], name: str, out: Path, describe, log) -> tuple[dict, np.ndarray]:
+    """Per-view descriptors {view: (N, D)} of ``paths`` (``describe`` of the trunk's cached
+    maps) and ResMem-at-224's scores (N,), computed once and kept in ``out``."""
     got, r_file = {}, out / f"desc-{name}-resmem.npy"
     for v in VIEWS:
         f = out / f"desc-{name}-{v}.npy"
@@ -106,20 +99,28 @@ def main() -> int:
     with open(Path("runs/general-ladder/resmem.csv")) as f:  # general_ladder.py writes it
         ref = {row["path"]: float(row["resmem"]) for row in csv.DictReader(f)}
     ref = np.array([ref[p] for p in held])
-    L, rL = descriptors(lnsim, "lnsim", out, log)
-    P, rP = descriptors(held + distil, "pool", out, log)
-    E, rE = descriptors(extra, "extra", out, log) if extra else (dict.fromkeys(VIEWS), None)
+    describe = build_descriptor("resnet152")
+    L, rL = descriptors(lnsim, "lnsim", out, describe, log)
+    P, rP = descriptors(held + distil, "pool", out, describe, log)
+    E, rE = descriptors(extra, "extra", out, describe, log) if extra else (dict.fromkeys(VIEWS),
+                                                                          None)  # fmt: skip
     order = lnsim + held + distil + extra
     idx = {p: i for i, p in enumerate(order)}
     V = {v: np.vstack([a for a in (L[v], P[v], E[v]) if a is not None]) for v in VIEWS}
     r = np.concatenate([a for a in (rL, rP, rE) if a is not None])
     assert len(r) == len(order) and all(len(a) == len(order) for a in V.values())
-    describe = build_descriptor("resnet152")
     sizes = block_sizes(describe, 1024, 14)
 
     def X(views, paths):
         rows = [idx[p] for p in paths]
         return np.mean([V[v][rows] for v in views], axis=0)
+
+    def resmem_targets(paths, y, photos):
+        """ResMem's scores of ``photos`` mapped onto the scale of the LNSIM ``paths``' targets
+        y: the same mean and sd on those photos ("moments")."""
+        rr = r[[idx[p] for p in paths]]
+        a = np.std(y) / rr.std()
+        return a * r[[idx[p] for p in photos]] + np.mean(y) - a * rr.mean()
 
     def fit(views, paths, y, distilled, teacher=None, ask=None):
         """Prior on ``views`` fitted on LNSIM ``paths`` (targets y) [+ the distilled photos,
@@ -127,11 +128,9 @@ def main() -> int:
         the views ``ask`` (default: ``views``)."""
         y = np.asarray(y, np.float64)
         xs, ts = [X(views, paths)], [y]
-        rr = r[[idx[p] for p in paths]]
-        a = y.std() / rr.std()
         if distilled:
             xs.append(X(views, distil))
-            ts.append(a * r[[idx[p] for p in distil]] + y.mean() - a * rr.mean())
+            ts.append(resmem_targets(paths, y, distil))
         if teacher is not None:
             xs.append(X(views, extra))
             ts.append(teacher)
@@ -160,6 +159,17 @@ def main() -> int:
             False,
             "LNSIM only, 4 views of the image (the old default's prior)",
         )
+
+    def teacher_scores(teacher, paths, y):
+        """A student's targets on the extra photos: ResMem's, mapped ("resmem"), or a teacher
+        row's prior fitted on the same LNSIM ``paths``; None without a teacher."""
+        if teacher == "resmem":  # more distilled photos
+            return resmem_targets(paths, np.asarray(y, np.float64), extra)
+        if teacher is None:
+            return None
+        tv, td, *_ = rows[teacher]
+        return fit(tv, paths, y, td)(extra)
+
     reference = "distilled, 4 views of the image"
     if args.rows:  # only these rows (and the reference, for the pool column)
         rows = {k: v for k, v in rows.items() if k == reference or
@@ -172,26 +182,13 @@ def main() -> int:
             tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
             y = [x.score for x in s["train"] + s["val"]]
             te = [os.fspath(x.path) for x in s["test"]]
-            ty = None
-            if teacher == "resmem":  # more distilled photos: ResMem mapped as above
-                rr = r[[idx[p] for p in tr]]
-                a = np.std(y) / rr.std()
-                ty = a * r[[idx[p] for p in extra]] + np.mean(y) - a * rr.mean()
-            elif teacher is not None:
-                tv, td, *_ = rows[teacher]
-                ty = fit(tv, tr, y, td)(extra)  # the teacher, fitted on this half too
+            ty = teacher_scores(teacher, tr, y)  # a teacher fitted on this half too
             rhos.append(
                 spearman(fit(views, tr, y, distilled, ty, ask)(te), [x.score for x in s["test"]])
             )
-        ty, hy = None, np.array([human[p] for p in lnsim])
-        if teacher == "resmem":
-            rr = r[[idx[p] for p in lnsim]]
-            a = hy.std() / rr.std()
-            ty = a * r[[idx[p] for p in extra]] + hy.mean() - a * rr.mean()
-        elif teacher is not None:
-            tv, td, *_ = rows[teacher]
-            ty = fit(tv, lnsim, hy, td)(extra)
-        s = fit(views, lnsim, [human[p] for p in lnsim], distilled, ty, ask)(held)
+        hy = np.array([human[p] for p in lnsim])
+        ty = teacher_scores(teacher, lnsim, hy)
+        s = fit(views, lnsim, hy, distilled, ty, ask)(held)
         scores[name] = s
         table.append((name, np.mean(rhos), np.std(rhos), spearman(s, ref), spread(s)))
         log(f"{name}: lnsim25 {np.mean(rhos):.4f} ± {np.std(rhos):.4f}, ResMem {table[-1][3]:.3f}"
