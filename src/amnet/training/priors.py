@@ -18,6 +18,7 @@ from amnet.training.cache import FeatureSet, FeatureStore
 from amnet.training.descriptors import (
     base_scores,
     block_sizes,
+    describe_views,
     map_view_features,
     prior_features,
     store_views,
@@ -200,13 +201,16 @@ class KernelDescriptors:
         if extra_trunk:
             raise ValueError("a base needs one trunk (no extra_trunk)")
         (maps,) = store_views(trunk, paths, ("orig",), have=have, root=root, log=log)
-        self.X, logits = map_view_features(self.describe, maps, views if space == "features"
-                                           else ("orig",))  # fmt: skip
+        image = space == "image"  # each view of the image has its own cached maps
+        self.X, logits = map_view_features(self.describe, maps, ("orig",) if image else views)
         self.sizes = block_sizes(self.describe, maps.shape[1], maps.shape[-1])
         del maps
-        if space == "image" and tuple(views) != ("orig",):  # views of the image: a pass each
-            self.X, _ = prior_features(self.describe, trunk, paths, views, have=have,
-                                       root=root, log=log)  # fmt: skip
+        if image and tuple(views) != ("orig",):  # the other views' maps, described once each
+            others = tuple(v for v in views if v != "orig")
+            got = dict(zip(others, store_views(trunk, paths, others, have=have, root=root,
+                                               log=log), strict=True))  # fmt: skip
+            self.X = np.mean([self.X if v == "orig" else describe_views(self.describe, [got[v]])
+                              for v in views], axis=0)  # fmt: skip
         self.base = build_base(base)
         self.r = base_scores(self.base, list(paths), logits, get_trunk_spec(trunk).preprocess)
 
