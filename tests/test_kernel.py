@@ -218,6 +218,22 @@ def test_image_descriptor_renormalises_the_main_trunks_input(tiny_trunk_name):
         build_image_descriptor(tiny_trunk_name, EXTRA_BLOCKS, Preprocess(size=256))
 
 
+def test_efficientnet_image_descriptor_is_its_whole_classifier():
+    """The real EfficientNet-Lite2 as a second trunk: truncating its trunk must leave the tail's
+    copy of the shared cut block whole, so the descriptor's log-probabilities are the full
+    classifier's (it used to crash: the tail lost the block's depthwise convolution)."""
+    from amnet.builders import build_image_descriptor
+    from amnet.model.prior import LOGPROB_FLOOR
+    from amnet.trunks.registry import get_trunk_spec, load_classifier
+
+    own = get_trunk_spec("efficientnet_lite2").preprocess
+    extra = build_image_descriptor("efficientnet_lite2", ("tail_logprob",), own)
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        want = torch.log(torch.softmax(load_classifier("efficientnet_lite2")(x), 1) + LOGPROB_FLOOR)
+        torch.testing.assert_close(extra(x), want, atol=1e-4, rtol=1e-4)
+
+
 def test_kernel_prior_with_a_second_trunk_round_trips_and_exports(tiny_trunk_name, tmp_path,
                                                                    monkeypatch):  # fmt: skip
     """A prior whose descriptor appends a second trunk's (here the tiny trunk again, seeing

@@ -3,6 +3,7 @@ descriptors (never stored in checkpoints: amnet does not redistribute trunk weig
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -52,7 +53,8 @@ def build_image_descriptor(
         raise ValueError(f"trunk {trunk!r} wants {own.size}px {own.resample} input, the main "
                          f"trunk {main.size}px {main.resample}")  # fmt: skip
     net = _classifier(trunk)
-    tail = net.tail() if TAIL_BLOCKS & set(blocks) else None
+    # a copy: truncating may change modules the two share (EfficientNet's cut block)
+    tail = copy.deepcopy(net.tail()) if TAIL_BLOCKS & set(blocks) else None
     if hasattr(net, "truncate"):
         net.truncate(spec.stop)
     # main: x = (raw - m) / s; own: x' = (raw - m') / s' = x * s / s' + (m - m') / s'
