@@ -85,6 +85,9 @@ def main() -> None:
                     "descriptor column, or only the teacher of --distil")  # fmt: skip
     ap.add_argument("--distil-start", type=int, default=0, metavar="I",
                     help="start at the I-th photo of --distil (with --distil-every)")  # fmt: skip
+    ap.add_argument("--distil-weight", default="1", metavar="W[,W...]",
+                    help="each distilled photo's weight against a human-scored one; several: "
+                    "the one with the best leave-one-out rho on human-scored photos")  # fmt: skip
     ap.add_argument("--name", help="the checkpoint's name (default: amnet-lnsim-TRUNK)")
     ap.add_argument(
         "--heads-from",
@@ -141,7 +144,12 @@ def main() -> None:
                                        space=args.view_space, base=args.base)  # fmt: skip
             teacher = (distil, kernel.r[kernel.rows(distil)]) if distil else None
             fit = {"scale": args.base_scale, "distil": teacher, "use": args.base_use}
-            prior, loo_rho = kernel.fit(paths, data.targets, **(fit if args.base else {}))
+            weights = tuple(float(w) for w in args.distil_weight.split(","))
+            if distil and weights != (1.0,):
+                prior, loo_rho, weight = kernel.fit_weighted(paths, data.targets, weights, **fit)
+                metrics["distil_weight"] = weight
+            else:
+                prior, loo_rho = kernel.fit(paths, data.targets, **(fit if args.base else {}))
         metrics["prior_loo_rho"] = round(loo_rho, 4)
     if args.cv_results:
         import csv
@@ -175,6 +183,7 @@ def main() -> None:
                 "base_use": args.base_use,
                 "distil": args.distil
                 and f"{Path(args.distil).name}, every {args.distil_every} from {args.distil_start}",
+                **({"distil_weights": args.distil_weight} if args.distil_weight != "1" else {}),
             }
             if args.view_space != "image" or args.base
             else {}

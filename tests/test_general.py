@@ -204,3 +204,12 @@ def test_teacher_with_views_of_the_image(tmp_path, tiny_trunk_name):
     assert prior.base is None and prior.views == VIEWS and prior.support.shape[0] == 30
     with pytest.raises(ValueError, match="views made of the map"):
         kd.fit(paths[:20], y, distil=teacher, use="residual")
+    # the distilled rows' weight, chosen by leave-one-out rho on the human-scored rows
+    fits = {w: kd.fit(paths[:20], y, scale="moments", distil=teacher, use="teacher", weight=w)
+            for w in (0.1, 1.0, 10.0)}  # fmt: skip
+    best, rho, w = kd.fit_weighted(paths[:20], y, (0.1, 1.0, 10.0), scale="moments",
+                                   distil=teacher, use="teacher")  # fmt: skip
+    assert rho == max(r for _, r in fits.values()) == fits[w][1]
+    torch.testing.assert_close(best.coef, fits[w][0].coef)
+    torch.testing.assert_close(fits[1.0][0].coef, prior.coef)  # weight 1: the unweighted fit
+    assert not torch.allclose(fits[0.1][0].coef, fits[10.0][0].coef)

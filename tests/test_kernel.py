@@ -279,3 +279,34 @@ def test_kernel_prior_with_a_second_trunk_round_trips_and_exports(tiny_trunk_nam
     onnx = amnet.load(path, options=RunOptions(runtime="onnx"))
     got = torch.tensor([r.score for r in onnx.predict_tensors(xt)])
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_weighted_kernel_ridge_solves_the_weighted_problem_and_its_leave_one_out():
+    """Per-row weights (distilled rows against human-scored ones): the coefficients solve
+    (K + alpha W^-1) c = y - bias, all ones is the unweighted fit, and the leave-one-out rho
+    that chose alpha is that of refitting without each row."""
+    from torch import nn
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 5))
+    y = np.tanh(X[:, 0]) + 0.3 * rng.normal(size=40)
+    w = np.r_[np.ones(25), np.full(15, 0.3)]
+    plain, rho0 = fit_kernel_prior(nn.Identity(), X, y, [5], "laplace")
+    ones, rho1 = fit_kernel_prior(nn.Identity(), X, y, [5], "laplace", weights=np.ones(40))
+    torch.testing.assert_close(ones.coef, plain.coef, atol=1e-5, rtol=1e-4)
+    assert rho1 == pytest.approx(rho0, abs=1e-9) and ones.bias == pytest.approx(plain.bias)
+    prior, rho = fit_kernel_prior(nn.Identity(), X, y, [5], "laplace", weights=w)
+    z = (X - prior.mean.numpy()) * prior.scale.numpy()
+    d = np.sqrt(((z[:, None] - prior.support.numpy()[None]) ** 2).sum(-1))
+    K = np.exp(-prior.gamma.item() * d)  # (40, 40) the prior's own kernel
+    c, b = prior.coef.double().numpy(), prior.bias.item()
+    assert b == pytest.approx(np.average(y, weights=w), abs=1e-6)
+    alpha = w * (y - b - K @ c) / c  # the same penalty on every row
+    np.testing.assert_allclose(alpha, np.median(alpha), rtol=1e-2)
+    a, loo = float(np.median(alpha)), np.empty(40)
+    for i in range(40):
+        k = np.arange(40) != i
+        ci = np.linalg.solve(K[np.ix_(k, k)] + a * np.diag(1 / w[k]), y[k] - b)
+        loo[i] = K[i, k] @ ci + b
+    assert spearman(loo, y) == pytest.approx(rho, abs=1e-3)
+    assert not np.allclose(prior.coef.numpy(), plain.coef.numpy(), atol=1e-3)

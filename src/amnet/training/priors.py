@@ -43,6 +43,7 @@ def pooled(data: FeatureSet, batch: int = 256, *, views: bool = True) -> np.ndar
 def loo_ridge(
     Q: np.ndarray, lam: np.ndarray, Qy: np.ndarray, y: np.ndarray, alphas: np.ndarray,
     *, intercept: bool, offset: np.ndarray | None = None, rows: np.ndarray | None = None,
+    sw: np.ndarray | None = None,
 ) -> tuple[float, float]:  # fmt: skip
     """The one ridge of amnet, in a spectral basis: fitted values ``Q @ (lam / (lam + a) *
     Qy) + mean(y)`` for each penalty ``a`` in ``alphas``, scored by exact leave-one-out
@@ -51,12 +52,15 @@ def loo_ridge(
     its standardised features (lam = s^2), the kernel prior the eigendecomposition of its
     kernel matrix; the penalty rule (absolute grid, or a grid times the mean eigenvalue) is the
     caller's ``alphas``. When y is a residual, rho is of ``offset + y`` (the whole score), and
-    on ``rows`` only (e.g. the human-scored rows among distilled ones) when given."""
-    ym = float(y.mean())
+    on ``rows`` only (e.g. the human-scored rows among distilled ones) when given. With ``sw``
+    (N,), the square roots of per-row weights on the squared error, Q and Qy are of the
+    weighted problem (``sw * (y - mean)``, the kernel ``sw K sw``); the leave-one-out formula
+    is the same in y's units."""
+    ym = float(y.mean() if sw is None else np.average(y, weights=sw**2))
     best = (-np.inf, 0.0)
     for a in alphas:
         d = lam / (lam + a)
-        fitted = Q @ (d * Qy) + ym
+        fitted = Q @ (d * Qy) + ym if sw is None else Q @ (d * Qy) / sw + ym
         h = (Q**2) @ d + (1.0 / len(y) if intercept else 0.0)  # leverages
         loo = y - (y - fitted) / (1.0 - h)  # leave-one-out predictions
         if offset is None and rows is None:
@@ -118,6 +122,7 @@ def fit_kernel_prior(
     base: tuple[nn.Module, np.ndarray, float, float] | None = None,
     rows: np.ndarray | None = None,
     base_use: str = "residual",
+    weights: np.ndarray | None = None,
 ) -> tuple[KernelPrior, float]:
     """Kernel ridge on descriptors X (N, D) -> y (N,): each block standardised (sd floored
     at a tenth of the block's mean sd) and weighted by 1/sqrt(its width) so every block
@@ -128,8 +133,9 @@ def fit_kernel_prior(
     ``base`` = (module, its scores r (N,), scale a, shift b) the ridge fits the residual
     y - (a r + b) and the prior adds a * module(...) + b back when it scores; with
     ``base_use="block"`` X's last column is r instead, and the module computes it. ``rows``:
-    the rows whose leave-one-out rho chooses the penalty (default: all). Returns (prior,
-    leave-one-out rho)."""
+    the rows whose leave-one-out rho chooses the penalty (default: all). ``weights`` (N,):
+    each row's weight on the squared error (e.g. distilled rows against human-scored ones;
+    default 1). Returns (prior, leave-one-out rho)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     X = np.asarray(X, np.float64)
@@ -146,22 +152,28 @@ def fit_kernel_prior(
     if kernel == "laplace":
         D = np.sqrt(D)
     gamma = GAMMA / float(np.median(D))
-    lam, Q = np.linalg.eigh(np.exp(-gamma * D))
+    K = np.exp(-gamma * D)  # (N, N)
+    sw = None if weights is None else np.sqrt(np.asarray(weights, np.float64))  # (N,)
+    if sw is not None:  # weighted least squares: the kernel ridge of sw * y on sw K sw
+        K = sw[:, None] * K * sw[None]
+    lam, Q = np.linalg.eigh(K)
     lam = np.clip(lam, 0.0, None)
     offset = None
     if base is not None and base_use == "residual":
         offset = base[2] * np.asarray(base[1], np.float64) + base[3]  # (N,) the rescaled base
         y = y - offset  # the residual
-    ym = float(y.mean())
-    Qy = Q.T @ (y - ym)
+    ym = float(y.mean() if sw is None else np.average(y, weights=sw**2))
+    Qy = Q.T @ (y - ym if sw is None else sw * (y - ym))
     rho, alpha = loo_ridge(Q, lam, Qy, y, KERNEL_ALPHAS * lam.mean(), intercept=False,
-                           offset=offset, rows=rows)  # fmt: skip
+                           offset=offset, rows=rows, sw=sw)  # fmt: skip
     prior = KernelPrior(describe, X.shape[1], len(X), kernel, extra, views,
                         base[0] if base is not None else None, base_use)  # fmt: skip
     if base is not None:
         prior.base_scale.fill_(float(base[2]))
         prior.base_shift.fill_(float(base[3]))
     coef = Q @ (Qy / (lam + alpha))
+    if sw is not None:
+        coef = sw * coef  # back from the weighted problem's coefficients
     for name, value in (("mean", mu), ("scale", scale), ("support", Z), ("support_sq", sq),
                         ("coef", coef), ("bias", ym), ("gamma", gamma)):  # fmt: skip
         getattr(prior, name).copy_(torch.as_tensor(value, dtype=torch.float32))
@@ -235,6 +247,7 @@ class KernelDescriptors:
     def fit(
         self, paths, y: np.ndarray, *, scale: str = "regression",
         distil: tuple[list, np.ndarray] | None = None, use: str = "residual",
+        weight: float = 1.0,
     ) -> tuple[KernelPrior, float]:  # fmt: skip
         """The prior fitted on the images ``paths`` with targets ``y`` (penalty by
         leave-one-out on them): (prior, leave-one-out rho).
@@ -244,7 +257,8 @@ class KernelDescriptors:
         teacher scores on the base's scale): more images, their targets the teacher's scores
         rescaled alike (knowledge distillation; they never choose the penalty). ``use``: the
         base as a residual's offset, as one more descriptor column ("block"), or only as the
-        teacher of the distilled rows ("teacher": the prior has no base)."""
+        teacher of the distilled rows ("teacher": the prior has no base). ``weight``: each
+        distilled row's weight on the squared error, against 1 for a human-scored one."""
         y = np.asarray(y, np.float64)
         rows = self.rows(paths)
         extra = None
@@ -264,10 +278,12 @@ class KernelDescriptors:
         else:
             raise ValueError(f"scale must be 'regression' or 'moments', got {scale!r}")
         b = float(y.mean() - a * r.mean())
-        fit_rows, targets = rows, y
+        fit_rows, targets, weights = rows, y, None
         if distil is not None:
             fit_rows = np.concatenate([rows, self.rows(distil[0])])
             targets = np.concatenate([y, a * np.asarray(distil[1], np.float64) + b])
+            if weight != 1.0:
+                weights = np.r_[np.ones(len(rows)), np.full(len(distil[0]), float(weight))]
         if use != "teacher" and self.space != "features":
             raise ValueError("a base at inference needs views made of the map (space='features')")
         if use == "teacher":  # the base only labels the distilled rows: no base at inference
@@ -280,6 +296,7 @@ class KernelDescriptors:
                 None,
                 self.views,
                 rows=np.arange(len(rows)),
+                weights=weights,
             )
         X, sizes = self.X, self.sizes
         if use == "block":
@@ -287,7 +304,23 @@ class KernelDescriptors:
         return fit_kernel_prior(
             self.describe, X[fit_rows], targets, sizes, self.kernel, None, self.views,
             base=(self.base, self.r[fit_rows], a, b), rows=np.arange(len(rows)), base_use=use,
+            weights=weights,
         )  # fmt: skip
+
+    def fit_weighted(
+        self, paths, y: np.ndarray, weights: tuple[float, ...], **fit
+    ) -> tuple[KernelPrior, float, float]:  # fmt: skip
+        """``fit`` with each distilled-row ``weights`` in turn; the one whose leave-one-out rho
+        on the human-scored rows is highest wins (ties: the first). Returns (prior, its
+        leave-one-out rho, its weight)."""
+        best = None
+        for w in weights:
+            prior, rho = self.fit(paths, y, weight=w, **fit)
+            if best is None or rho > best[1]:
+                best = (prior, rho, float(w))
+        if best is None:
+            raise ValueError("no weights to choose from")
+        return best
 
     def predict(self, prior: KernelPrior, paths) -> np.ndarray:
         rows = self.rows(paths)
