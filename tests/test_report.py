@@ -187,3 +187,23 @@ def test_exit_status_and_one_line_errors(model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no images found" in err and "Traceback" not in err
     assert "amnet report: error: --out" in err and "checkpoint not found" in err
+
+
+def test_views_flag_scores_as_predict_with_and_without_views(model, tmp_path):
+    """``amnet report --views`` / ``--no-views`` score as the library does with
+    ``RunOptions(views=True / False)`` (the mirror view changes the tiny model's scores)."""
+    import amnet
+    from amnet.inference.engine import RunOptions
+
+    got = {}
+    for flag in ("--views", "--no-views"):
+        out = tmp_path / f"r{flag}.html"
+        assert cli(["report", *map(str, PHOTOS[:3]), "--out", str(out), "--model", str(model),
+                    flag]) == 0  # fmt: skip
+        rows = csv_module.DictReader(open(out.with_suffix(".csv")))
+        scores = {r["path"]: float(r["score"]) for r in rows}
+        got[flag] = [scores[str(p)] for p in PHOTOS[:3]]
+    for flag, views in (("--views", True), ("--no-views", False)):
+        want = amnet.load(model, workers=0, options=RunOptions(views=views)).predict(PHOTOS[:3])
+        assert got[flag] == pytest.approx([p.score for p in want], abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(got["--views"], got["--no-views"], strict=True)) > 1e-4

@@ -301,3 +301,20 @@ def test_predictor_method_equals_the_function(predictor, clip):
     pairs = zip(method, function, strict=True)
     assert all(np.array_equal(a.attention, b.attention) for a, b in pairs)
     assert [r.time_s for r in method] == sorted(r.time_s for r in method)
+
+
+def test_views_flag_scores_frames_as_the_library(model, clip, tmp_path):
+    """``amnet video --views`` / ``--no-views`` score as the library does with
+    ``RunOptions(views=True / False)`` (the mirror view changes the tiny model's scores)."""
+    from amnet.inference.engine import RunOptions
+
+    got = {}
+    for flag, views in (("--views", True), ("--no-views", False)):
+        out = tmp_path / f"t{flag}.csv"
+        assert cli(["video", str(clip), "--every", "2", flag, "--out", str(out),
+                    "--model", str(model)]) == 0  # fmt: skip
+        got[flag] = [float(r["score"]) for r in read_csv(out)]
+        runner = amnet.load(model, workers=0, options=RunOptions(views=views))
+        want = [r.score for r in predict_video(runner, clip, every=2)]
+        assert got[flag] == pytest.approx(want, abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(got["--views"], got["--no-views"], strict=True)) > 1e-4

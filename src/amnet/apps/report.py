@@ -54,6 +54,7 @@ class ReportJob:
     batch_size: int = 16
     workers: int = 2
     device: str = "cpu"
+    views: bool | None = None  # test-time views; None: as the model was measured
     recursive: bool = False
 
     def __post_init__(self) -> None:
@@ -99,9 +100,11 @@ def thumbnail(path: str, attention: np.ndarray) -> list[str]:
 
 def _load(job: ReportJob):
     from amnet.apps.predict import PredictJob, load_predictor
+    from amnet.inference.engine import RunOptions
 
     pj = PredictJob(job.paths, model=job.model, batch_size=job.batch_size, workers=job.workers,
-                    device=job.device, recursive=job.recursive)  # fmt: skip
+                    device=job.device, recursive=job.recursive,
+                    options=RunOptions(views=job.views))  # fmt: skip
     return load_predictor(pj)
 
 

@@ -51,6 +51,7 @@ class VideoJob:
     batch_size: int = 16
     workers: int = 2
     device: str = "cpu"
+    views: bool | None = None  # test-time views; None: as the model was measured
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -135,9 +136,11 @@ def _csv_row(row: FrameRow) -> tuple:
 
 def _load(job: VideoJob):
     from amnet.apps.predict import PredictJob, load_predictor
+    from amnet.inference.engine import RunOptions
 
     pj = PredictJob(job.paths, model=job.model, batch_size=job.batch_size, workers=job.workers,
-                    device=job.device)  # fmt: skip
+                    device=job.device,
+                    options=RunOptions(views=job.views))  # fmt: skip
     return load_predictor(pj)
 
 

@@ -51,6 +51,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_number(int, 0), default=2, metavar="N",
                    help="decoding threads (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="cpu", metavar="cpu|cuda")
+    p.add_argument("--views", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time views, as in amnet predict (--no-views: one trunk pass "
+                   "per image, ~4x faster with the default; default: as the model was "
+                   "measured)")  # fmt: skip
 
 
 def _fail(command: str, e: BaseException) -> int:
@@ -91,7 +95,7 @@ def _report(sub: argparse._SubParsersAction) -> None:
             job = ReportJob(tuple(args.paths), out=args.out, model=args.model, top=args.top,
                             page_size=args.page_size, batch_size=args.batch_size,
                             workers=args.workers, device=args.device,
-                            recursive=args.recursive)  # fmt: skip
+                            recursive=args.recursive, views=args.views)  # fmt: skip
             s = write_report(job)
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             return _fail("report", e)
@@ -133,7 +137,7 @@ def _video(sub: argparse._SubParsersAction) -> None:
                            smooth=args.smooth, plot=args.plot, frames=args.frames,
                            top=args.top, gap=args.gap, model=args.model,
                            batch_size=args.batch_size, workers=args.workers,
-                           device=args.device)  # fmt: skip
+                           device=args.device, views=args.views)  # fmt: skip
             s = run_video(job)
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             return _fail("video", e)
