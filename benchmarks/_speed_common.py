@@ -31,6 +31,48 @@ def spread(s) -> str:
     return f"sd {np.std(s):.3f}, {lo:.2f}-{hi:.2f}"
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def sampling_rss(fn: Callable[[], object]) -> tuple[object, float, dict]:
+    """Run ``fn()`` while a thread samples this process's resident memory every 50 ms:
+    (its result, seconds, {"peak_rss_mb": the peak RSS (getrusage), "first_half_max_mb" and
+    "second_half_max_mb": the highest sample in each half of the run, the same when nothing
+    accumulates}). For measured processes: the peak is the whole process's."""
+    import threading
+
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            samples.append(rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    start = time.perf_counter()
+    sampler.start()
+    result = fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    half = len(samples) // 2
+    return (
+        result,
+        seconds,
+        {
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB -> MB
+            "first_half_max_mb": max(samples[:half], default=0.0),
+            "second_half_max_mb": max(samples[half:], default=0.0),
+        },
+    )
+
+
 def photos(n: int, offset: int = 0) -> list[Path]:
     """n real photos from LNSIM, in file-name order (the same ones on every run)."""
     files = sorted((LNSIM / "images").iterdir())

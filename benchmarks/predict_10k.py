@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import rss_mb, sampling_rss  # noqa: E402
+
 TINY = "bench-tiny"
 
 
@@ -85,46 +88,12 @@ def child(argv: list[str], tiny: bool) -> None:
     """Inside the measured process: the command itself, timed, while a thread samples the
     resident memory every 50 ms; then the peak RSS, the RSS at the end, and the highest RSS
     in the first and in the second half of the run (the same when memory does not accumulate)."""
-    import resource
-    import threading
-
     if tiny:
         register_tiny_trunk()
     from amnet.cli.main import main
 
-    samples: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            samples.append(rss_mb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    start = time.perf_counter()
-    sampler.start()
-    rc = main(argv)
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    half = len(samples) // 2
-    result = {
-        "rc": rc,
-        "seconds": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB -> MB
-        "end_rss_mb": rss_mb(),
-        "first_half_max_mb": max(samples[:half], default=0.0),
-        "second_half_max_mb": max(samples[half:], default=0.0),
-    }
-    print(json.dumps(result))
-
-
-def rss_mb() -> float:
-    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
-    except (OSError, StopIteration):
-        return 0.0
+    rc, seconds, memory = sampling_rss(lambda: main(argv))
+    print(json.dumps({"rc": rc, "seconds": seconds, **memory, "end_rss_mb": rss_mb()}))
 
 
 def measure(argv: list[str], tiny: bool) -> dict:

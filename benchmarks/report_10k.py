@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from predict_10k import make_checkpoint, register_tiny_trunk, rss_mb
+from _speed_common import sampling_rss
+from predict_10k import make_checkpoint, register_tiny_trunk
 
 LNSIM_IMAGES = Path(__file__).resolve().parents[1].parent / "shared/datasets/lnsim/images"
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -30,30 +31,13 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 
 def child(listing: str, model: str, out: str) -> None:
     """In a fresh process: write the report, sampling RSS every 50 ms."""
-    import resource
-    import threading
-
     register_tiny_trunk()
     from amnet.apps.report import ReportJob, write_report
 
-    samples: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            samples.append(rss_mb())
-
-    threading.Thread(target=sample, daemon=True).start()
-    t0 = time.perf_counter()
-    s = write_report(ReportJob((listing,), out=out, model=model, batch_size=32))
-    seconds = time.perf_counter() - t0
-    done.set()
-    half = len(samples) // 2
+    job = ReportJob((listing,), out=out, model=model, batch_size=32)
+    s, seconds, memory = sampling_rss(lambda: write_report(job))
     print(json.dumps({"photos": s.total, "failed": s.failed, "seconds": seconds,
-                      "bytes": s.bytes, "peak_rss_mb": resource.getrusage(
-                          resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "first_half_max_mb": max(samples[:half], default=0.0),
-                      "second_half_max_mb": max(samples[half:], default=0.0)}))  # fmt: skip
+                      "bytes": s.bytes, **memory}))  # fmt: skip
 
 
 def browse(page_file: Path) -> dict:

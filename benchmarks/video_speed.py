@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from predict_10k import make_checkpoint, register_tiny_trunk, rss_mb
+from _speed_common import rss_mb, sampling_rss
+from predict_10k import make_checkpoint, register_tiny_trunk
 
 LNSIM_IMAGES = Path(__file__).resolve().parents[1].parent / "shared/datasets/lnsim/images"
 W, H, FPS = 1280, 720, 25
@@ -60,23 +59,9 @@ def make_clip(path: Path, minutes: float, seconds_per_photo: float = 5.0) -> Pat
 
 def measure(fn) -> dict:
     """Run ``fn()`` (returns a count) while sampling RSS; time, count and memory."""
-    samples: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            samples.append(rss_mb())
-
-    threading.Thread(target=sample, daemon=True).start()
-    t0 = time.perf_counter()
-    count = fn()
-    seconds = time.perf_counter() - t0
-    done.set()
-    half = len(samples) // 2
-    return {"count": count, "seconds": seconds,
-            "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "first": max(samples[:half], default=0.0),
-            "second": max(samples[half:], default=0.0)}  # fmt: skip
+    count, seconds, m = sampling_rss(fn)
+    return {"count": count, "seconds": seconds, "peak": m["peak_rss_mb"],
+            "first": m["first_half_max_mb"], "second": m["second_half_max_mb"]}  # fmt: skip
 
 
 def main() -> None:
