@@ -7,10 +7,15 @@ ResMem's knowledge: what each costs and buys on natural scenes and on everyday p
   on each training half. Distilled rows add the photos ``pool[1::4]`` (1,062, sorted paths)
   with ResMem's scores (its head on amnet's own trunk pass) mapped onto LNSIM's scale
   ("moments": LNSIM's mean and sd on the training half). No LNSIM photo is distilled.
+- agreement on LNSIM: Spearman, on each test half, of the row's scores with ResMem as its
+  package computes it (mean over the 25 halves): how much LaMem knowledge the row keeps on
+  natural scenes.
 - pool: the photos ``pool[0::4]`` (1,062), never fitted on. Each row is fitted on all 2,000
   LNSIM photos (+ ``pool[1::4]`` when distilled) and scores them: Spearman with ResMem as its
-  package computes it, Spearman with the reference row (``--reference``: the 4-view
-  distilled prior), and the spread (sd, 1st-99th percentile) of the scores.
+  package computes it, Spearman with the reference row (the 4-view distilled prior), and the
+  spread (sd, 1st-99th percentile) of the scores. ``--folds 4``: each quarter ``pool[q::4]``
+  held out in turn (distilled: ``pool[q+1::4]``; a student's extra photos: the other two),
+  the columns over all 4,248 held-out scores.
 - students (``--student``): the image alone fitted to a teacher's scores (a row with views) on
   extra photos ``pool[2::4]`` and ``pool[3::4]`` (2,124; their 4 views must be cached), besides
   LNSIM's human scores and the distilled photos; and, to tell the teacher from the number of
@@ -18,9 +23,12 @@ ResMem's knowledge: what each costs and buys on natural scenes and on everyday p
 
 Needs the ResNet-152 feature caches of LNSIM and of ``pool[0::4]`` + ``pool[1::4]`` in the
 views orig, flip, crop4 and crop9 (built on first use: ~13 min per view per 4,000 photos on 2
-cores). Writes per-view descriptors (``desc-*.npy``, reused), rows.csv and pool.csv to --out.
+cores). ResMem's package scores are computed when missing (``runs/general-ladder/resmem.csv``,
+``OUT/resmem-lnsim.csv``; ~4 photos/s). Writes per-view descriptors (``desc-*.npy``, reused)
+and pool.csv to --out.
 
     python benchmarks/general_views.py --out runs/general-views
+    python benchmarks/general_views.py --student --folds 4 --out runs/general-views
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_common import LNSIM, POOL, spread  # noqa: E402
+from general_ladder import resmem_package  # noqa: E402
 
 from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
 from amnet.training.cv import CVConfig, split_records  # noqa: E402
@@ -86,6 +95,8 @@ def main() -> int:
     ap.add_argument("--weights", help="also weigh the distilled rows of the 4-view prior: "
                     "each of these weights (comma-separated), and the one leave-one-out on "
                     "the human-scored rows chooses")  # fmt: skip
+    ap.add_argument("--folds", type=int, choices=(1, 4), default=1, help="pool columns: 1 "
+                    "fold (held out: pool[0::4]) or 4 (each quarter held out in turn)")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,18 +107,22 @@ def main() -> int:
     human = {os.fspath(r.path): r.score
              for r in read_split_file(LNSIM / "scores.txt", LNSIM / "images")}  # fmt: skip
     pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
-    held, distil = pool[0::4], pool[1::4]
-    extra = sorted(pool[2::4] + pool[3::4]) if args.student else []
-    ref = {}  # ResMem as its package computes it, on the held-out photos
-    with open(Path("runs/general-ladder/resmem.csv")) as f:  # general_ladder.py writes it
-        ref = {row["path"]: float(row["resmem"]) for row in csv.DictReader(f)}
-    ref = np.array([ref[p] for p in held])
+    # fold q: held out pool[q::4], distilled pool[q+1::4], a student's extra photos the rest
+    folds = [(pool[q::4], pool[(q + 1) % 4 :: 4], sorted(pool[(q + 2) % 4 :: 4] +
+              pool[(q + 3) % 4 :: 4])) for q in range(args.folds)]  # fmt: skip
+    held, distil, rest = folds[0]
+    extra = rest if args.student else []
+    held_all = [p for h, _, _ in folds for p in h]
+    # ResMem as its package computes it: held-out pool photos, LNSIM (computed when missing)
+    ref = resmem_package(held_all, Path("runs/general-ladder/resmem.csv"))
+    ref = np.array([ref[p] for p in held_all])
+    ref_lnsim = resmem_package(lnsim, out / "resmem-lnsim.csv")
     describe = build_descriptor("resnet152")
     L, rL = descriptors(lnsim, "lnsim", out, describe, log)
     P, rP = descriptors(held + distil, "pool", out, describe, log)
-    E, rE = descriptors(extra, "extra", out, describe, log) if extra else (dict.fromkeys(VIEWS),
-                                                                          None)  # fmt: skip
-    order = lnsim + held + distil + extra
+    E, rE = (descriptors(rest, "extra", out, describe, log) if args.student or args.folds > 1
+             else (dict.fromkeys(VIEWS), None))  # fmt: skip
+    order = lnsim + held + distil + (rest if rE is not None else [])
     idx = {p: i for i, p in enumerate(order)}
     V = {v: np.vstack([a for a in (L[v], P[v], E[v]) if a is not None]) for v in VIEWS}
     r = np.concatenate([a for a in (rL, rP, rE) if a is not None])
@@ -176,66 +191,80 @@ def main() -> int:
         tv, td, *_ = rows[teacher]
         return fit(tv, paths, y, td)(extra)
 
+    def on_pool(score) -> np.ndarray:
+        """``score()`` (a prior fitted on all of LNSIM and this fold's pool photos, scoring
+        its held-out ones) on every fold in turn, the scores concatenated."""
+        nonlocal held, distil, extra
+        got = []
+        for h, d, e in folds:
+            held, distil, extra = h, d, e if args.student else []
+            got.append(score())
+        held, distil, extra = folds[0][0], folds[0][1], folds[0][2] if args.student else []
+        return np.concatenate(got)
+
     reference = "distilled, 4 views of the image"
     if args.rows:  # only these rows (and the reference, for the pool column)
         rows = {k: v for k, v in rows.items() if k == reference or
                 any(w in k for w in args.rows.split(","))}  # fmt: skip
     table, scores = [], {}
+    hy = np.array([human[p] for p in lnsim])  # every LNSIM photo's human score
     for name, (views, distilled, teacher, *ask) in rows.items():
         ask = ask[0] if ask else None
-        t, rhos = time.time(), []
+        t, rhos, agree = time.time(), [], []
         for s in sets:
             tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
             y = [x.score for x in s["train"] + s["val"]]
             te = [os.fspath(x.path) for x in s["test"]]
             ty = teacher_scores(teacher, tr, y)  # a teacher fitted on this half too
-            rhos.append(
-                spearman(fit(views, tr, y, distilled, ty, ask)(te), [x.score for x in s["test"]])
-            )
-        hy = np.array([human[p] for p in lnsim])
-        ty = teacher_scores(teacher, lnsim, hy)
-        s = fit(views, lnsim, hy, distilled, ty, ask)(held)
+            got = fit(views, tr, y, distilled, ty, ask)(te)
+            rhos.append(spearman(got, [x.score for x in s["test"]]))
+            agree.append(spearman(got, [ref_lnsim[p] for p in te]))
+        s = on_pool(lambda v=views, d=distilled, te=teacher, a=ask: fit(
+            v, lnsim, hy, d, teacher_scores(te, lnsim, hy), a)(held))  # fmt: skip
         scores[name] = s
-        table.append((name, np.mean(rhos), np.std(rhos), spearman(s, ref), spread(s)))
-        log(f"{name}: lnsim25 {np.mean(rhos):.4f} ± {np.std(rhos):.4f}, ResMem {table[-1][3]:.3f}"
-            f", {table[-1][4]} ({time.time() - t:.0f}s)")  # fmt: skip
+        table.append((name, np.mean(rhos), np.std(rhos), np.mean(agree), spearman(s, ref),
+                      spread(s)))  # fmt: skip
+        log(f"{name}: lnsim25 {np.mean(rhos):.4f} ± {np.std(rhos):.4f}, ResMem on LNSIM "
+            f"{np.mean(agree):.3f}, on the pool {table[-1][4]:.3f}, {table[-1][5]} "
+            f"({time.time() - t:.0f}s)")  # fmt: skip
     if args.weights:  # the distilled rows' weight: each fixed, and chosen per fit by LOO
         grid = [float(w) for w in args.weights.split(",")]
-        t, test, loo, pick = time.time(), [], [], []
+        t, test, loo, agree = time.time(), [], [], []
         for s in sets:
             tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
             y = [x.score for x in s["train"] + s["val"]]
             te, ty = [os.fspath(x.path) for x in s["test"]], [x.score for x in s["test"]]
             fits = [fit(VIEWS, tr, y, True, weight=w, loo=True) for w in grid]
             test.append([spearman(f(te), ty) for f, _ in fits])
+            agree.append([spearman(f(te), [ref_lnsim[p] for p in te]) for f, _ in fits])
             loo.append([rho for _, rho in fits])
-        test, loo = np.array(test), np.array(loo)  # (splits, weights)
+        test, loo, agree = np.array(test), np.array(loo), np.array(agree)  # (splits, weights)
         pick = loo.argmax(1)
-        hy = np.array([human[p] for p in lnsim])
-        full = [fit(VIEWS, lnsim, hy, True, weight=w, loo=True) for w in grid]
-        chosen = int(np.argmax([rho for _, rho in full]))
+        full_loo = [fit(VIEWS, lnsim, hy, True, weight=w, loo=True)[1] for w in grid]  # fold 0
+        chosen = int(np.argmax(full_loo))
         for j, w in enumerate(grid):
             name = f"distilled, 4 views, distilled rows weighted {w:g}"
-            scores[name] = full[j][0](held)
-            table.append((name, test[:, j].mean(), test[:, j].std(), spearman(scores[name], ref),
-                          spread(scores[name])))  # fmt: skip
+            scores[name] = on_pool(lambda w=w: fit(VIEWS, lnsim, hy, True, weight=w)(held))
+            table.append((name, test[:, j].mean(), test[:, j].std(), agree[:, j].mean(),
+                          spearman(scores[name], ref), spread(scores[name])))  # fmt: skip
         name = f"distilled, 4 views, weight chosen by leave-one-out from {args.weights}"
-        got = test[np.arange(len(sets)), pick]
-        scores[name] = full[chosen][0](held)
-        table.append((name, got.mean(), got.std(), spearman(scores[name], ref),
-                      spread(scores[name])))  # fmt: skip
+        at = np.arange(len(sets)), pick
+        scores[name] = scores[f"distilled, 4 views, distilled rows weighted {grid[chosen]:g}"]
+        table.append((name, test[at].mean(), test[at].std(), agree[at].mean(),
+                      spearman(scores[name], ref), spread(scores[name])))  # fmt: skip
         log(
             f"weights {grid}: chosen per split {[grid[k] for k in pick]}; on all LNSIM "
-            f"{grid[chosen]} (LOO {[round(r, 4) for _, r in full]}) ({time.time() - t:.0f}s)"
+            f"{grid[chosen]} (LOO {[round(r, 4) for r in full_loo]}) ({time.time() - t:.0f}s)"
         )
-    print("\n| Row | lnsim25 ρ (prior alone) | Spearman with ResMem, held-out pool | with the "
-          "4-view distilled prior | pool spread |\n|---|---|---|---|---|")  # fmt: skip
-    for name, m, sd, agree, sp in table:
-        print(f"| {name} | {m:.3f} ± {sd:.3f} | {agree:.3f} | "
+    print(f"\n| Row | lnsim25 ρ (prior alone) | Spearman with ResMem, LNSIM test halves | "
+          f"Spearman with ResMem, held-out pool ({len(held_all)}, {args.folds} fold(s)) | with "
+          "the 4-view distilled prior | pool spread |\n|---|---|---|---|---|---|")  # fmt: skip
+    for name, m, sd, lnsim_agree, agree, sp in table:
+        print(f"| {name} | {m:.3f} ± {sd:.3f} | {lnsim_agree:.3f} | {agree:.3f} | "
               f"{spearman(scores[name], scores[reference]):.3f} | {sp} |")  # fmt: skip
-    print(f"| ResMem (its package) | | 1 | {spearman(ref, scores[reference]):.3f} | "
+    print(f"| ResMem (its package) | | 1 | 1 | {spearman(ref, scores[reference]):.3f} | "
           f"{spread(ref)} |")  # fmt: skip
-    folder = np.array([Path(p).parent.name for p in held])
+    folder = np.array([Path(p).parent.name for p in held_all])
     print("\nPer source folder, held-out pool (sd; Spearman with ResMem):")
     for fo in sorted(set(folder)):
         m = folder == fo
@@ -247,7 +276,7 @@ def main() -> int:
         w = csv.writer(f)
         w.writerow(["path", "resmem", *rows])
         w.writerows([p, f"{ref[i]:.4f}", *(f"{scores[n][i]:.4f}" for n in rows)]
-                    for i, p in enumerate(held))  # fmt: skip
+                    for i, p in enumerate(held_all))  # fmt: skip
     return 0
 
 
