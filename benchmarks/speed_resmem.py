@@ -103,7 +103,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=256, help="photos (default: %(default)s)")
     ap.add_argument("--batch-sizes", default="32,1")
     ap.add_argument("--ours", default="torch", help="our runtimes, comma-separated: torch,onnx; "
-                    "-notta (e.g. torch-notta) without test-time flips")  # fmt: skip
+                    "-notta (e.g. torch-notta) without test-time views; -bf16 (torch-bf16) the "
+                    "trunk under bfloat16 autocast")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2, help="torch (and ORT) threads")
     ap.add_argument("--workers", type=int, default=2, help="decoding threads, both sides")
     ap.add_argument("--check", type=int, metavar="N", help="only the ResMem sanity check")
@@ -123,10 +124,11 @@ def main() -> int:
     model, trained = (args.model, True) if args.model else model_path()
     print(f"# ours: {model} ({'trained' if trained else 'untrained head, same speed'})")
     ours = {}
-    for r in args.ours.split(","):  # "torch", "onnx", "torch-notta", "onnx-notta"
-        runtime, _, notta = r.partition("-")
-        tta = False if notta == "notta" else None  # None: as the model says (flips on)
-        ours[f"ours-{r}"] = amnet.load(model, options=RunOptions(runtime=runtime, views=tta))
+    for r in args.ours.split(","):  # "torch", "onnx", "torch-notta", "torch-notta-bf16", ...
+        runtime, *flags = r.split("-")
+        tta = False if "notta" in flags else None  # None: as the model says (views on)
+        opts = RunOptions(runtime=runtime, views=tta, bfloat16="bf16" in flags)
+        ours[f"ours-{r}"] = amnet.load(model, options=opts)
     net = load_resmem()
     paths = photos(args.n)
     pool = ThreadPoolExecutor(args.workers)

@@ -1,0 +1,219 @@
+"""Views of the image at a lower resolution (issue 16): can several smaller trunk passes stand in
+for the default's four 224x224 ones at the cost of about one?
+
+The default averages the kernel prior's descriptor over four views of the 224x224 image (itself,
+its mirror image and their centre crops): four ResNet-152 passes, 0.41x ResMem's speed. A pass
+at S x S costs (S/224)^2 of one at 224 (160: 0.51, 128: 0.33, 112: 0.25), so two views at 160
+or four at 112 cost about one pass at 224. Each row here is the kernel prior alone on views
+``size:view`` (e.g. ``160:orig+160:flip``), fitted as the default is (Laplacian kernel, penalty
+by leave-one-out on the human-scored rows):
+
+- lnsim25: mean Spearman rho (tie-aware) on the 25 test halves, fitted on each training half;
+  ``--distil`` adds the photos ``pool[1::4]`` (1,062, sorted paths) with ResMem's scores (its
+  head on the 224 pass, as the default's recipe) mapped onto the training half's scale (mean
+  and sd: "moments"). No LNSIM test label enters a fit.
+- pool (``--pool``, with ``--distil``): fitted on all 2,000 LNSIM photos + ``pool[1::4]``,
+  the row scores the held-out ``pool[0::4]``: Spearman with the shipped default's scores there
+  (``amnet.load("default")``, its four 224 views) and with ResMem as its package computes it
+  (``runs/general-ladder/resmem.csv``, computed when missing), and the spread.
+
+Descriptors are computed from the images (float32, no feature cache) and kept per
+(set, size, view) in ``--out`` (``desc-*.npy``), so a killed run resumes at the last whole file.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/lowres_views.py --out runs/lowres-views
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/lowres_views.py --distil --out runs/lowres-views \\
+        --rows "224:orig;240:orig+240:flip+240:crop4+240:crop9" [--pool]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import LNSIM, POOL, spread  # noqa: E402
+
+from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
+from amnet.inference.engine import fold_batchnorm  # noqa: E402
+from amnet.inference.images import batched_images, iter_images  # noqa: E402
+from amnet.model.views import apply_view  # noqa: E402
+from amnet.training.cv import CVConfig, split_records  # noqa: E402
+from amnet.training.descriptors import base_scores, block_sizes  # noqa: E402
+from amnet.training.metrics import spearman  # noqa: E402
+from amnet.training.priors import fit_kernel_prior, predict_kernel  # noqa: E402
+from amnet.trunks.registry import create_trunk_and_tail, get_trunk_spec  # noqa: E402
+
+ROWS = (  # views as size:view, '+'-joined; ';' between rows
+    "224:orig;224:orig+224:flip;160:orig;160:orig+160:flip;128:orig+128:flip+128:crop4;"
+    "112:orig+112:flip+112:crop4+112:crop9;224:orig+112:flip"
+)
+
+
+class Describer:
+    """Images -> the default's descriptor (B, D) at any input size, as the torch engine runs
+    the trunk (BatchNorm folded, channels-last); ImageNet logits too."""
+
+    def __init__(self) -> None:
+        self.trunk, tail = create_trunk_and_tail("resnet152")
+        self.describe = build_descriptor("resnet152", tail=tail)
+        for net in (self.trunk, self.describe):
+            fold_batchnorm(net)
+            net.to(memory_format=torch.channels_last)
+        self.pp = get_trunk_spec("resnet152").preprocess
+
+    @torch.inference_mode()
+    def __call__(self, paths, size: int, view: str, log) -> tuple[np.ndarray, np.ndarray]:
+        pp = dataclasses.replace(self.pp, size=size)
+        X, L, t = [], [], time.time()
+        for items in batched_images(iter_images(paths, pp, workers=2), 32):
+            bad = [it.source for it in items if it.error is not None]
+            if bad:
+                raise SystemExit(f"unreadable: {bad[:3]}")
+            x = apply_view(torch.stack([it.tensor for it in items]), view)
+            m = self.trunk(x.contiguous(memory_format=torch.channels_last))
+            d, lg = self.describe.forward_with_logits(m)
+            X.append(d.float().numpy())
+            L.append(lg.float().numpy())
+            if len(X) % 10 == 0:
+                log(f"  {size}:{view} {sum(map(len, X))}/{len(paths)} ({time.time() - t:.0f}s)")
+        return np.concatenate(X), np.concatenate(L)
+
+
+def views_of(row: str) -> list[tuple[int, str]]:
+    return [(int(s), v) for s, v in (part.split(":") for part in row.split("+"))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/lowres-views")
+    ap.add_argument("--rows", default=ROWS, help="';'-separated rows of '+'-joined size:view")
+    ap.add_argument("--splits", type=int, default=25)
+    ap.add_argument("--distil", action="store_true", help="distil ResMem on pool[1::4]; the "
+                    "pool columns on pool[0::4]")  # fmt: skip
+    ap.add_argument(
+        "--pool",
+        action="store_true",
+        help="with --distil: the held-out pool "
+        "columns (pool[0::4]: Spearman with the default and with ResMem, spread)",
+    )
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("AMNET_THREADS", "2")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    cv = CVConfig("lnsim25", str(LNSIM), str(out))
+    sets = [split_records(cv, k) for k in range(args.splits)]
+    lnsim = sorted({os.fspath(r.path) for s in sets for part in s.values() for r in part})
+    pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
+    held, distil = pool[0::4], pool[1::4]
+    rows = [r for r in args.rows.split(";") if r]
+    need = sorted({sv for r in rows for sv in views_of(r)})
+    if args.pool and not args.distil:
+        raise SystemExit("--pool needs --distil")
+    groups = {"lnsim": lnsim, **({"distil": distil} if args.distil else {}),
+              **({"held": held} if args.pool else {})}  # fmt: skip
+    run = Describer()
+    D: dict[tuple[str, int, str], np.ndarray] = {}
+    for g, paths in groups.items():
+        for size, view in need + ([(224, "orig")] if g != "held" and args.distil else []):
+            f, rf = out / f"desc-{g}-s{size}-{view}.npy", out / f"resmem-{g}.npy"
+            resmem = args.distil and (size, view) == (224, "orig") and g != "held"
+            if not f.exists() or (resmem and not rf.exists()):
+                t = time.time()
+                X, lg = run(paths, size, view, log)
+                np.save(f.with_suffix(".tmp.npy"), X)
+                os.replace(f.with_suffix(".tmp.npy"), f)
+                if resmem:  # ResMem at 224 on our pass: the distillation targets
+                    r = base_scores(build_resmem_head(), paths, lg, run.pp)
+                    np.save(rf.with_suffix(".tmp.npy"), r)
+                    os.replace(rf.with_suffix(".tmp.npy"), rf)
+                log(f"{f.name} {X.shape} in {time.time() - t:.0f}s")
+            D[g, size, view] = np.load(f)
+    sizes = block_sizes(run.describe, 1024, 14)
+    idx = {p: i for i, p in enumerate(lnsim)}
+    r_lnsim = np.load(out / "resmem-lnsim.npy") if args.distil else None
+    r_distil = np.load(out / "resmem-distil.npy") if args.distil else None
+
+    def X(group: str, row: str, rows_=None) -> np.ndarray:
+        a = np.mean([D[group, s, v] for s, v in views_of(row)], axis=0)
+        return a if rows_ is None else a[rows_]
+
+    def fit(row: str, tr: list[str], y: np.ndarray):
+        rows_ = [idx[p] for p in tr]
+        xs, ts = [X("lnsim", row, rows_)], [y]
+        if args.distil:  # ResMem's scores of pool[1::4] on the training half's scale
+            rr = r_lnsim[rows_]
+            a = y.std() / rr.std()
+            xs.append(X("distil", row))
+            ts.append(a * r_distil + y.mean() - a * rr.mean())
+        prior, _ = fit_kernel_prior(run.describe, np.vstack(xs), np.concatenate(ts), sizes,
+                                    "laplace", rows=np.arange(len(tr)))  # fmt: skip
+        return prior
+
+    ref = ref_resmem = None
+    if args.pool:
+        ref = default_scores(held, out / "default-held.csv", log)
+        from general_ladder import resmem_package
+
+        got = resmem_package(held, Path("runs/general-ladder/resmem.csv"))
+        ref_resmem = np.array([got[p] for p in held])
+    print("\n| views (size:view) | relative trunk cost | lnsim25 ρ (prior alone) |"
+          + (" Spearman with the default, held-out pool | with ResMem | pool spread |"
+             if args.pool else "")
+          + "\n|---|---|---|" + ("---|---|---|" if args.pool else ""))  # fmt: skip
+    human = {os.fspath(r.path): r.score for s in sets[:1] for p in s.values() for r in p}
+    for row in rows:
+        t, rhos = time.time(), []
+        for s in sets:
+            tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
+            y = np.array([x.score for x in s["train"] + s["val"]], np.float64)
+            prior = fit(row, tr, y)
+            te = [idx[os.fspath(x.path)] for x in s["test"]]
+            rhos.append(spearman(predict_kernel(prior, X("lnsim", row, te)),
+                                 [x.score for x in s["test"]]))  # fmt: skip
+        cost = sum((s / 224) ** 2 for s, _ in views_of(row))
+        cells = f"| {row} | {cost:.2f} | {np.mean(rhos):.4f} ± {np.std(rhos):.4f} |"
+        if args.pool:
+            prior = fit(row, lnsim, np.array([human[p] for p in lnsim], np.float64))
+            got = predict_kernel(prior, X("held", row))
+            cells += (f" {spearman(got, ref):.4f} | {spearman(got, ref_resmem):.3f} | "
+                      f"{spread(got)} |")  # fmt: skip
+            with open(out / f"held-{row.replace(':', '_').replace('+', '-')}.csv", "w") as f:
+                csv.writer(f).writerows(zip(held, got, strict=True))
+        print(cells, flush=True)
+        log(f"{row}: {time.time() - t:.0f}s")
+    if args.pool:
+        print(f"| the default (4 views at 224) | 4.00 | | 1 | {spearman(ref, ref_resmem):.3f} | "
+              f"{spread(ref)} |")  # fmt: skip
+    return 0
+
+
+def default_scores(paths: list[str], file: Path, log) -> np.ndarray:
+    """The shipped default's scores of ``paths`` (its four 224 views), kept in ``file``."""
+    if not file.exists():
+        import amnet
+
+        t, model = time.time(), amnet.load("default")
+        got = {}
+        for i in range(0, len(paths), 32):
+            for p, pr in zip(paths[i : i + 32], model.predict(paths[i : i + 32]), strict=True):
+                got[p] = pr.score
+            log(f"  default {len(got)}/{len(paths)} ({time.time() - t:.0f}s)")
+        tmp = file.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows((p, f"{got[p]:.6f}") for p in paths)
+        os.replace(tmp, file)
+    got = {p: float(s) for p, s in csv.reader(open(file))}
+    return np.array([got[p] for p in paths])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
