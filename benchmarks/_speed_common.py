@@ -23,6 +23,16 @@ POOL = LNSIM.parent / "pool" / "images"  # unlabelled photos of every kind
 DEFAULT_HEAD = dict(reduce_dim=256, proj_dim=512, att_dim=256, hidden_size=512, fc_dim=256)
 
 
+def lnsim25_sets(out: Path, splits: int = 25) -> tuple[list[dict], list[str]]:
+    """The first ``splits`` lnsim25 splits ({"train", "val", "test"}: records) and every LNSIM
+    photo they hold (sorted paths)."""
+    from amnet.training.cv import CVConfig, split_records
+
+    cv = CVConfig("lnsim25", str(LNSIM), str(out))
+    sets = [split_records(cv, k) for k in range(splits)]
+    return sets, sorted({os.fspath(r.path) for s in sets for part in s.values() for r in part})
+
+
 def spread(s) -> str:
     """How widely scores ``s`` spread: their sd and 1st-99th percentile range."""
     import numpy as np

@@ -43,11 +43,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import LNSIM, POOL, spread  # noqa: E402
+from _speed_common import LNSIM, POOL, lnsim25_sets, spread  # noqa: E402
 from general_ladder import resmem_package  # noqa: E402
 
 from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
-from amnet.training.cv import CVConfig, split_records  # noqa: E402
 from amnet.training.data import read_split_file  # noqa: E402
 from amnet.training.descriptors import (  # noqa: E402
     base_scores,
@@ -101,9 +100,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    cv = CVConfig("lnsim25", str(LNSIM), str(out))
-    sets = [split_records(cv, k) for k in range(args.splits)]
-    lnsim = sorted({os.fspath(r.path) for s in sets for part in s.values() for r in part})
+    sets, lnsim = lnsim25_sets(out, args.splits)
     human = {os.fspath(r.path): r.score
              for r in read_split_file(LNSIM / "scores.txt", LNSIM / "images")}  # fmt: skip
     pool = sorted(str(p) for p in POOL.rglob("*.jpg"))

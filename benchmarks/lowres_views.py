@@ -39,13 +39,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import LNSIM, POOL, spread  # noqa: E402
+from _speed_common import POOL, lnsim25_sets, spread  # noqa: E402
 
 from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
 from amnet.inference.engine import fold_batchnorm  # noqa: E402
 from amnet.inference.images import batched_images, iter_images  # noqa: E402
 from amnet.model.views import apply_view  # noqa: E402
-from amnet.training.cv import CVConfig, split_records  # noqa: E402
 from amnet.training.descriptors import base_scores, block_sizes  # noqa: E402
 from amnet.training.metrics import spearman  # noqa: E402
 from amnet.training.priors import fit_kernel_prior, predict_kernel  # noqa: E402
@@ -109,9 +108,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    cv = CVConfig("lnsim25", str(LNSIM), str(out))
-    sets = [split_records(cv, k) for k in range(args.splits)]
-    lnsim = sorted({os.fspath(r.path) for s in sets for part in s.values() for r in part})
+    sets, lnsim = lnsim25_sets(out, args.splits)
     pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
     held, distil = pool[0::4], pool[1::4]
     rows = [r for r in args.rows.split(";") if r]
