@@ -63,6 +63,7 @@ def resmem_package(paths: list[str], out: Path) -> dict[str, float]:
                     have[p] = s
                 print(f"resmem {i + 16}/{len(need)}", file=sys.stderr, flush=True)
         tmp = out.with_suffix(".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "resmem"])
