@@ -33,6 +33,29 @@ def lnsim25_sets(out: Path, splits: int = 25) -> tuple[list[dict], list[str]]:
     return sets, sorted({os.fspath(r.path) for s in sets for part in s.values() for r in part})
 
 
+def engine_layout(*nets):
+    """Lay ``nets`` out in place as amnet's torch engine runs them (BatchNorm folded into the
+    convolutions, channels-last weights); returns them."""
+    import torch
+
+    from amnet.inference.engine import fold_batchnorm
+
+    for net in nets:
+        fold_batchnorm(net)
+        net.to(memory_format=torch.channels_last)
+    return nets
+
+
+def default_trunk_and_descriptor():
+    """The default's ResNet-152 cut after layer3 and its kernel prior's descriptor (layer4 and
+    the classifier; the weights read once), in the torch engine's layout."""
+    from amnet.builders import build_descriptor
+    from amnet.trunks.registry import create_trunk_and_tail
+
+    trunk, tail = create_trunk_and_tail("resnet152")
+    return engine_layout(trunk, build_descriptor("resnet152", tail=tail))
+
+
 def spread(s) -> str:
     """How widely scores ``s`` spread: their sd and 1st-99th percentile range."""
     import numpy as np

@@ -39,16 +39,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import POOL, lnsim25_sets, spread  # noqa: E402
+from _speed_common import POOL, default_trunk_and_descriptor, lnsim25_sets, spread  # noqa: E402
 
-from amnet.builders import build_descriptor, build_resmem_head  # noqa: E402
-from amnet.inference.engine import fold_batchnorm  # noqa: E402
+from amnet.builders import build_resmem_head  # noqa: E402
 from amnet.inference.images import batched_images, iter_images  # noqa: E402
 from amnet.model.views import apply_view  # noqa: E402
 from amnet.training.descriptors import base_scores, block_sizes  # noqa: E402
 from amnet.training.metrics import spearman  # noqa: E402
 from amnet.training.priors import fit_kernel_prior, predict_kernel  # noqa: E402
-from amnet.trunks.registry import create_trunk_and_tail, get_trunk_spec  # noqa: E402
+from amnet.trunks.registry import get_trunk_spec  # noqa: E402
 
 ROWS = (  # views as size:view, '+'-joined; ';' between rows
     "224:orig;224:orig+224:flip;160:orig;160:orig+160:flip;128:orig+128:flip+128:crop4;"
@@ -61,11 +60,7 @@ class Describer:
     the trunk (BatchNorm folded, channels-last); ImageNet logits too."""
 
     def __init__(self) -> None:
-        self.trunk, tail = create_trunk_and_tail("resnet152")
-        self.describe = build_descriptor("resnet152", tail=tail)
-        for net in (self.trunk, self.describe):
-            fold_batchnorm(net)
-            net.to(memory_format=torch.channels_last)
+        self.trunk, self.describe = default_trunk_and_descriptor()
         self.pp = get_trunk_spec("resnet152").preprocess
 
     @torch.inference_mode()
@@ -120,7 +115,8 @@ def main() -> int:
     run = Describer()
     D: dict[tuple[str, int, str], np.ndarray] = {}
     for g, paths in groups.items():
-        for size, view in need + ([(224, "orig")] if g != "held" and args.distil else []):
+        todo = set(need) | ({(224, "orig")} if g != "held" and args.distil else set())
+        for size, view in sorted(todo):
             f, rf = out / f"desc-{g}-s{size}-{view}.npy", out / f"resmem-{g}.npy"
             resmem = args.distil and (size, view) == (224, "orig") and g != "held"
             if not f.exists() or (resmem and not rf.exists()):

@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import header  # noqa: E402
+from _speed_common import default_trunk_and_descriptor, engine_layout, header  # noqa: E402
 from speed_resmem import RESMEM_CROP, load_resmem  # noqa: E402
 
-from amnet.builders import build_descriptor, build_image_descriptor  # noqa: E402
-from amnet.inference.engine import fold_batchnorm  # noqa: E402
-from amnet.trunks.registry import create_trunk_and_tail, get_trunk_spec  # noqa: E402
+from amnet.builders import build_image_descriptor  # noqa: E402
+from amnet.trunks.registry import get_trunk_spec  # noqa: E402
 
 
 def main() -> int:
@@ -38,14 +37,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     header(f"forward ms per image, batch {args.batch}, {args.rounds} rounds interleaved")
-    trunk, tail = create_trunk_and_tail("resnet152")
     main_pp = get_trunk_spec("resnet152").preprocess
-    ours = torch.nn.Sequential(trunk, build_descriptor("resnet152", tail=tail))
-    extra = build_image_descriptor("efficientnet_lite2", ("tail_mean", "tail_logprob"), main_pp)
+    ours = torch.nn.Sequential(*default_trunk_and_descriptor())
+    (extra,) = engine_layout(
+        build_image_descriptor("efficientnet_lite2", ("tail_mean", "tail_logprob"), main_pp)
+    )
     cl = torch.channels_last
-    for m in (ours, extra):
-        fold_batchnorm(m)
-        m.to(memory_format=cl)
     resmem = load_resmem()
     torch.manual_seed(0)
     x = torch.rand(args.batch, 3, main_pp.size, main_pp.size).contiguous(memory_format=cl)
