@@ -56,6 +56,13 @@ def default_trunk_and_descriptor():
     return engine_layout(trunk, build_descriptor("resnet152", tail=tail))
 
 
+def moments(y, r, r_other):
+    """ResMem's scores ``r_other`` on the scale of human scores ``y``: the linear map that
+    gives ResMem's scores ``r`` of the same photos as ``y`` the mean and sd of ``y``."""
+    a = y.std() / r.std()
+    return a * r_other + y.mean() - a * r.mean()
+
+
 def spread(s) -> str:
     """How widely scores ``s`` spread: their sd and 1st-99th percentile range."""
     import numpy as np

@@ -39,7 +39,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _speed_common import POOL, default_trunk_and_descriptor, lnsim25_sets, spread  # noqa: E402
+from _speed_common import (  # noqa: E402
+    POOL,
+    default_trunk_and_descriptor,
+    lnsim25_sets,
+    moments,
+    spread,
+)
 
 from amnet.builders import build_resmem_head  # noqa: E402
 from amnet.inference.images import batched_images, iter_images  # noqa: E402
@@ -81,6 +87,35 @@ class Describer:
         return np.concatenate(X), np.concatenate(L)
 
 
+def cached(run: Describer, out: Path, group: str, paths: list[str], size: int, view: str, *,
+           resmem: bool = False, log=print) -> np.ndarray:  # fmt: skip
+    """The descriptors (N, D) of ``paths`` at ``size:view``, kept in ``out/desc-{group}-s{size}-
+    {view}.npy`` (computed when missing, written atomically). ``resmem``: also keep ResMem's
+    head's scores of the same pass in ``out/resmem-{group}.npy`` (the distillation targets)."""
+    f, rf = out / f"desc-{group}-s{size}-{view}.npy", out / f"resmem-{group}.npy"
+    if not f.exists() or (resmem and not rf.exists()):
+        t = time.time()
+        X, lg = run(paths, size, view, log)
+        np.save(f.with_suffix(".tmp.npy"), X)
+        os.replace(f.with_suffix(".tmp.npy"), f)
+        if resmem:  # ResMem at 224 on our pass: the distillation targets
+            r = base_scores(build_resmem_head(), paths, lg, run.pp)
+            np.save(rf.with_suffix(".tmp.npy"), r)
+            os.replace(rf.with_suffix(".tmp.npy"), rf)
+        log(f"{f.name} {X.shape} in {time.time() - t:.0f}s")
+    return np.load(f)
+
+
+def start(out: str, splits: int):
+    """Threads, the output folder, a stderr logger and the lnsim25 splits: (out, log, the
+    splits, every LNSIM photo they hold)."""
+    torch.set_num_threads(int(os.environ.get("AMNET_THREADS", "2")))
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return (folder, lambda m: print(m, file=sys.stderr, flush=True),
+            *lnsim25_sets(folder, splits))  # fmt: skip
+
+
 def views_of(row: str) -> list[tuple[int, str]]:
     return [(int(s), v) for s, v in (part.split(":") for part in row.split("+"))]
 
@@ -99,11 +134,7 @@ def main() -> int:
         "columns (pool[0::4]: Spearman with the default and with ResMem, spread)",
     )
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("AMNET_THREADS", "2")))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    sets, lnsim = lnsim25_sets(out, args.splits)
+    out, log, sets, lnsim = start(args.out, args.splits)
     pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
     held, distil = pool[0::4], pool[1::4]
     rows = [r for r in args.rows.split(";") if r]
@@ -117,19 +148,8 @@ def main() -> int:
     for g, paths in groups.items():
         todo = set(need) | ({(224, "orig")} if g != "held" and args.distil else set())
         for size, view in sorted(todo):
-            f, rf = out / f"desc-{g}-s{size}-{view}.npy", out / f"resmem-{g}.npy"
             resmem = args.distil and (size, view) == (224, "orig") and g != "held"
-            if not f.exists() or (resmem and not rf.exists()):
-                t = time.time()
-                X, lg = run(paths, size, view, log)
-                np.save(f.with_suffix(".tmp.npy"), X)
-                os.replace(f.with_suffix(".tmp.npy"), f)
-                if resmem:  # ResMem at 224 on our pass: the distillation targets
-                    r = base_scores(build_resmem_head(), paths, lg, run.pp)
-                    np.save(rf.with_suffix(".tmp.npy"), r)
-                    os.replace(rf.with_suffix(".tmp.npy"), rf)
-                log(f"{f.name} {X.shape} in {time.time() - t:.0f}s")
-            D[g, size, view] = np.load(f)
+            D[g, size, view] = cached(run, out, g, paths, size, view, resmem=resmem, log=log)
     sizes = block_sizes(run.describe, 1024, 14)
     idx = {p: i for i, p in enumerate(lnsim)}
     r_lnsim = np.load(out / "resmem-lnsim.npy") if args.distil else None
@@ -143,10 +163,8 @@ def main() -> int:
         rows_ = [idx[p] for p in tr]
         xs, ts = [X("lnsim", row, rows_)], [y]
         if args.distil:  # ResMem's scores of pool[1::4] on the training half's scale
-            rr = r_lnsim[rows_]
-            a = y.std() / rr.std()
             xs.append(X("distil", row))
-            ts.append(a * r_distil + y.mean() - a * rr.mean())
+            ts.append(moments(y, r_lnsim[rows_], r_distil))
         prior, _ = fit_kernel_prior(run.describe, np.vstack(xs), np.concatenate(ts), sizes,
                                     "laplace", rows=np.arange(len(tr)))  # fmt: skip
         return prior

@@ -56,6 +56,8 @@ def main() -> None:
     )
     ap.add_argument("--extra-trunk", help="a second trunk described by the kernel prior "
                     "(as amnet cv --extra-trunk)")  # fmt: skip
+    ap.add_argument("--extra-views", help="the views the second trunk sees (some of "
+                    "--prior-views, orig among them; default: all of them)")  # fmt: skip
     ap.add_argument("--prior-mix", type=float, help="0: the AMNet heads alone (default: "
                     "PRIOR_MIX of amnet.training.cv for the prior's cv variant)")  # fmt: skip
     ap.add_argument("--cv-results", help="results.csv of the lnsim25 run, for the model card")
@@ -88,6 +90,9 @@ def main() -> None:
     ap.add_argument("--distil-weight", default="1", metavar="W[,W...]",
                     help="each distilled photo's weight against a human-scored one; several: "
                     "the one with the best leave-one-out rho on human-scored photos")  # fmt: skip
+    ap.add_argument("--support", choices=("float16", "int8"), default="float16",
+                    help="how the kernel prior's support vectors are stored (int8: half the "
+                    "file)")  # fmt: skip
     ap.add_argument("--name", help="the checkpoint's name (default: amnet-lnsim-TRUNK)")
     ap.add_argument(
         "--heads-from",
@@ -133,6 +138,7 @@ def main() -> None:
             prior, loo_rho = fit_prior(data)
         else:
             views = tuple(args.prior_views.split(",")) if not args.no_flip else ("orig",)
+            extra_views = tuple(args.extra_views.split(",")) if args.extra_views else None
             paths = [os.fspath(r.path) for r in records if os.fspath(r.path) in store.index]
             distil = []
             if args.distil:
@@ -141,7 +147,8 @@ def main() -> None:
                 distil = found[args.distil_start :: args.distil_every]
             kernel = KernelDescriptors(args.trunk, paths + distil, views, kernel=args.kernel,
                                        extra_trunk=args.extra_trunk, have=store,
-                                       space=args.view_space, base=args.base)  # fmt: skip
+                                       space=args.view_space, base=args.base,
+                                       extra_views=extra_views)  # fmt: skip
             teacher = (distil, kernel.r[kernel.rows(distil)]) if distil else None
             fit = {"scale": args.base_scale, "distil": teacher, "use": args.base_use}
             weights = tuple(float(w) for w in args.distil_weight.split(","))
@@ -173,6 +180,7 @@ def main() -> None:
         "prior": args.prior if args.prior_mix else None,
         "kernel": args.kernel if args.prior_mix and args.prior == "kernel" else None,
         "extra_trunk": args.extra_trunk,
+        **({"extra_views": args.extra_views} if args.extra_views else {}),
         "kernel_views": args.prior_views if args.prior == "kernel" else None,
         "prior_mix": args.prior_mix,
         **(
@@ -198,6 +206,7 @@ def main() -> None:
         metrics=metrics,
         half=True,
         views=not args.no_flip,
+        support=args.support,
     )
     print(f"{out} ({out.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(out)}")
     print(f"member validation rho: {[round(r, 3) for r in val_rhos]}; {time.time() - t0:.0f}s")

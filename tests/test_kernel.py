@@ -134,6 +134,36 @@ def test_kernel_checkpoint_round_trip_leaves_the_trunk_tensors_out(kernel_checkp
     torch.testing.assert_close(b.attention, a.attention, atol=2e-3, rtol=0)
 
 
+def test_int8_support_halves_the_file_and_keeps_the_scores(kernel_checkpoint, tmp_path,
+                                                           tiny_trunk_name):  # fmt: skip
+    """``support="int8"``: the support vectors are stored as int8 with a step per column,
+    decoded on loading; the kernel's squared norms are those of the decoded vectors."""
+    from safetensors import safe_open
+
+    half, ens = kernel_checkpoint
+    path = save_checkpoint(tmp_path / "k8.safetensors", ens, trunk=tiny_trunk_name, half=True,
+                           views=True, support="int8")  # fmt: skip
+    with safe_open(str(path), "pt") as f:
+        assert "prior.support" not in f.keys()
+        q = f.get_tensor("prior.support_int8")
+        assert q.dtype == torch.int8 and q.shape == ens.prior.support.shape
+    assert path.stat().st_size < half.stat().st_size
+    assert read_metadata(path)["prior"]["support"] == "int8"
+    loaded, _ = load_checkpoint(path)
+    s = loaded.prior.support
+    torch.testing.assert_close(loaded.prior.support_sq, (s * s).sum(1))
+    step = ens.prior.support.abs().amax(0) / 127
+    assert ((s - ens.prior.support).abs() <= step / 2 + 1e-7).all()  # rounding, no more
+    x = torch.rand(6, 16, 14, 14)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x).score, ens(x).score, atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match="support must be"):
+        save_checkpoint(tmp_path / "k.safetensors", ens, trunk=tiny_trunk_name, support="int4")
+    with pytest.raises(ValueError, match="kernel prior"):
+        save_checkpoint(tmp_path / "h.safetensors", ens.heads[0], trunk=tiny_trunk_name,
+                        support="int8")  # fmt: skip
+
+
 def test_test_time_flip_scores_an_image_and_its_mirror_alike(kernel_checkpoint, tmp_path,
                                                              monkeypatch):  # fmt: skip
     monkeypatch.setenv("AMNET_HOME", str(tmp_path / "home"))
@@ -279,6 +309,54 @@ def test_kernel_prior_with_a_second_trunk_round_trips_and_exports(tiny_trunk_nam
     onnx = amnet.load(path, options=RunOptions(runtime="onnx"))
     got = torch.tensor([r.score for r in onnx.predict_tensors(xt)])
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_second_trunk_on_fewer_views_than_the_main_descriptor(tiny_trunk_name, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    """``extra_views``: the main descriptor is averaged over the prior's three views, the
+    second trunk's over the image alone; the checkpoint keeps the extra views, and torch, the
+    reloaded checkpoint and ONNX Runtime score as computed by hand."""
+    from amnet.builders import build_image_descriptor
+    from amnet.model.prior import EXTRA_BLOCKS
+    from amnet.model.views import apply_view
+    from amnet.trunks.registry import create_trunk, get_trunk_spec
+
+    monkeypatch.setenv("AMNET_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    cfg = AMNetConfig(in_channels=16, proj_dim=8, att_dim=8, hidden_size=12, fc_dim=6)
+    trunk = create_trunk(tiny_trunk_name)
+    d = build_descriptor(tiny_trunk_name)
+    extra = build_image_descriptor(tiny_trunk_name, EXTRA_BLOCKS,
+                                   get_trunk_spec(tiny_trunk_name).preprocess)  # fmt: skip
+    views = ("orig", "flip", "crop4")
+
+    def by_hand(x):  # (B, D): d averaged over the views, extra of the image alone
+        main = torch.stack([d(trunk(apply_view(x, v))) for v in views]).mean(0)
+        return torch.cat([main, extra(x)], 1)
+
+    x = torch.rand(40, 3, 224, 224)
+    with torch.inference_mode():
+        X = by_hand(x).numpy()
+    y = 0.5 + 0.1 * np.tanh(X[:, -1] - X[:, -1].mean())
+    sizes = block_sizes(d, 16) + [p.shape[1] for p in extra.describe.parts(trunk(x[:1]))]
+    with pytest.raises(ValueError, match="must be some of views"):
+        fit_kernel_prior(d, X, y, sizes, "laplace", extra, ("orig", "flip"),
+                         extra_views=("orig", "crop4"))  # fmt: skip
+    prior, _ = fit_kernel_prior(d, X, y, sizes, "laplace", extra, views, extra_views=("orig",))
+    ens = AMNetEnsemble([AMNetHead(cfg).eval()], prior, 1.0).eval()
+    path = save_checkpoint(tmp_path / "k3.safetensors", ens, trunk=tiny_trunk_name, views=True)
+    assert read_metadata(path)["prior"]["extra"]["views"] == ["orig"]
+    xt = torch.rand(3, 3, 224, 224)
+    with torch.inference_mode():
+        want = prior.score(by_hand(xt))
+        img = {v: apply_view(xt, v) for v in views}
+        got = ens.forward_views({v: trunk(img[v]) for v in views}, img).score
+        torch.testing.assert_close(got, want)
+    assert load_checkpoint(path)[0].prior.extra_views == ("orig",)
+    for runtime in ("torch", "onnx"):
+        p = amnet.load(path, options=RunOptions(runtime=runtime))
+        got = torch.tensor([r.score for r in p.predict_tensors(xt)])
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
 
 def test_weighted_kernel_ridge_solves_the_weighted_problem_and_its_leave_one_out():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -105,8 +106,11 @@ def save_checkpoint(
     metrics: dict | None = None,
     half: bool = False,
     views: bool = False,
+    support: str = "float16",
 ) -> Path:
-    """Write a self-describing checkpoint atomically; ``half`` stores float16 tensors; ``views``
+    """Write a self-describing checkpoint atomically; ``half`` stores float16 tensors;
+    ``support="int8"`` stores a kernel prior's support vectors as int8 with one step per
+    column (half the bytes of float16: the bulk of a kernel prior's file); ``views``
     records that the model is meant to average its test-time views (the image, its mirror
     image, a kernel prior's crops: its figures were measured so; ``RunOptions.views`` follows it
     unless told otherwise). Stored under the metadata key "tta" (format 1).
@@ -138,12 +142,31 @@ def save_checkpoint(
         # kernel prior's support vectors (scaled descriptors, ~1e-2: float16 keeps 3 digits)
         state = {k: v.half() if v.is_floating_point() and (not k.startswith("prior.")
                  or k == "prior.support") else v for k, v in state.items()}  # fmt: skip
+    if support == "int8":
+        if not isinstance(getattr(head, "prior", None), KernelPrior):
+            raise ValueError("support='int8' is for a kernel prior's support vectors")
+        meta["prior"]["support"] = "int8"
+        state.update(_int8_support(head.prior.support))
+        del state["prior.support"]
+    elif support != "float16":
+        raise ValueError(f"support must be 'float16' or 'int8', got {support!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={"amnet": json.dumps(meta)})
     os.replace(tmp, path)
     return path
+
+
+def _int8_support(support: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Support vectors (N, D) as int8 (N, D) times a float32 step per column (D,), and the
+    squared norms (N,) of what they decode to, so that the kernel's distances are exact for
+    the stored vectors."""
+    s = support.detach().float().cpu()
+    step = s.abs().amax(0).clamp_min(1e-12) / 127.0  # (D,)
+    q = torch.round(s / step).clamp(-127, 127).to(torch.int8)  # (N, D)
+    return {"prior.support_int8": q.contiguous(), "prior.support_step": step.contiguous(),
+            "prior.support_sq": (q.float() * step).pow(2).sum(1).contiguous()}  # fmt: skip
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -177,6 +200,10 @@ def load_checkpoint(
     else:
         head = AMNetHead(AMNetConfig.from_dict(meta["model"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    if "prior.support_int8" in state:  # support="int8": decode to the prior's float buffer
+        state["prior.support"] = state.pop("prior.support_int8").float() * state.pop(
+            "prior.support_step"
+        )
     missing, unexpected = head.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]  # from the trunks
     if missing or unexpected:
@@ -190,7 +217,9 @@ def _prior_meta(prior: LinearPrior | KernelPrior | None) -> dict | None:
         extra = prior.extra
         return {"kind": "kernel", "blocks": list(prior.describe.blocks), "dim": dim,
                 "n_support": n, "kernel": prior.kernel, "views": list(prior.views),
-                "extra": {"trunk": extra.trunk.name, "blocks": list(extra.blocks)}
+                "extra": {"trunk": extra.trunk.name, "blocks": list(extra.blocks),
+                          **({"views": list(prior.extra_views)}
+                             if prior.extra_views != prior.views else {})}
                 if extra is not None else None,
                 **({"base": prior.base.name, "base_use": prior.base_use}
                    if prior.base is not None else {})}  # fmt: skip
@@ -205,14 +234,15 @@ def _build_prior(meta: dict, channels: int, tail: nn.Module | None = None
     if spec["kind"] == "kernel":
         describe = build_descriptor(meta["trunk"], tuple(spec["blocks"]), tail=tail)
         kernel = spec.get("kernel", "rbf")  # checkpoints before the Laplacian kernel: rbf
-        extra = spec.get("extra")
+        extra, extra_views = spec.get("extra"), None
         if extra:
             main = Preprocess.from_dict(meta["preprocess"])
+            extra_views = tuple(extra["views"]) if "views" in extra else None  # None: all
             extra = build_image_descriptor(extra["trunk"], tuple(extra["blocks"]), main)
         views = tuple(spec.get("views", FLIP_VIEWS))  # before crops: orig and flip
         base = build_base(spec["base"]) if spec.get("base") else None
         return KernelPrior(describe, int(spec["dim"]), int(spec["n_support"]), kernel, extra,
-                           views, base, spec.get("base_use", "residual"))  # fmt: skip
+                           views, base, spec.get("base_use", "residual"), extra_views)  # fmt: skip
     raise ValueError(f"unknown prior kind {spec['kind']!r} (a newer amnet?)")
 
 

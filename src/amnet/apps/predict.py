@@ -95,9 +95,19 @@ def resolve_device(name: str) -> torch.device:
 
 def load_predictor(job: PredictJob) -> Predictor:
     """The job's model as a Predictor, with errors that tell the user what to do."""
+    return load_model(job.model, device=job.device, batch_size=job.batch_size,
+                      workers=job.workers, options=job.options)  # fmt: skip
+
+
+def load_model(
+    model: str, *, device: str = "cpu", batch_size: int = 16, workers: int = 2,
+    options: RunOptions | None = None,
+) -> Predictor:  # fmt: skip
+    """``model`` (a name or a checkpoint file) as a Predictor, for any job that scores images
+    (predict, report, video), with errors that tell the user what to do."""
     from amnet.checkpoint import get_model_entry
 
-    if job.model == "default" and not os.path.exists(job.model):
+    if model == "default" and not os.path.exists(model):
         try:
             get_model_entry("default")
         except KeyError:
@@ -106,11 +116,11 @@ def load_predictor(job: PredictJob) -> Predictor:
                 "(an amnet checkpoint) or a name listed by `amnet models`"
             ) from None
     return Predictor.from_checkpoint(
-        job.model,
-        device=resolve_device(job.device),
-        batch_size=job.batch_size,
-        workers=job.workers,
-        options=job.options,
+        model,
+        device=resolve_device(device),
+        batch_size=batch_size,
+        workers=workers,
+        options=options or RunOptions(),
     )
 
 

@@ -99,13 +99,11 @@ def thumbnail(path: str, attention: np.ndarray) -> list[str]:
 
 
 def _load(job: ReportJob):
-    from amnet.apps.predict import PredictJob, load_predictor
+    from amnet.apps.predict import load_model
     from amnet.inference.engine import RunOptions
 
-    pj = PredictJob(job.paths, model=job.model, batch_size=job.batch_size, workers=job.workers,
-                    device=job.device, recursive=job.recursive,
-                    options=RunOptions(views=job.views))  # fmt: skip
-    return load_predictor(pj)
+    return load_model(job.model, device=job.device, batch_size=job.batch_size,
+                      workers=job.workers, options=RunOptions(views=job.views))  # fmt: skip
 
 
 def write_report(job: ReportJob, *, predictor=None, stderr: IO[str] | None = None) -> ReportSummary:

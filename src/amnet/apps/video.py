@@ -135,13 +135,11 @@ def _csv_row(row: FrameRow) -> tuple:
 
 
 def _load(job: VideoJob):
-    from amnet.apps.predict import PredictJob, load_predictor
+    from amnet.apps.predict import load_model
     from amnet.inference.engine import RunOptions
 
-    pj = PredictJob(job.paths, model=job.model, batch_size=job.batch_size, workers=job.workers,
-                    device=job.device,
-                    options=RunOptions(views=job.views))  # fmt: skip
-    return load_predictor(pj)
+    return load_model(job.model, device=job.device, batch_size=job.batch_size,
+                      workers=job.workers, options=RunOptions(views=job.views))  # fmt: skip
 
 
 def run_video(

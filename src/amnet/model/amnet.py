@@ -78,19 +78,15 @@ class AMNetEnsemble(nn.Module):
         if self.prior is None:
             return out
         names = [v for v in feats if v in getattr(self.prior, "views", HEAD_VIEWS)]
-        images = images or {}
-        seen = _stack_views([images[v] for v in names]) if set(names) <= set(images) else None
+        maps = _stack_views([feats[v] for v in names])  # (V * B, C, H, W): one batch
+        if isinstance(self.prior, KernelPrior):
+            desc, logits = self.prior.view_features(maps, names, images)  # (B, D), (V * B, K)
+        else:
+            desc, logits = self.prior.describe(maps).unflatten(0, (len(names), -1)).mean(0), None
         r = None
-        if getattr(self.prior, "base", None) is None:
-            desc = self.prior.features(_stack_views([feats[v] for v in names]), seen)
-        else:  # the base scores the image itself with the logits of its "orig" view
-            desc, logits = self.prior.features_with_logits(
-                _stack_views([feats[v] for v in names]), seen
-            )  # (V * B, D), (V * B, K)
+        if logits is not None:  # the base scores the image itself with its "orig" logits
             logits = logits.unflatten(0, (len(names), -1))[names.index("orig")]  # (B, K)
             r = self.prior.base(images["orig"], logits)  # (B,)
-        desc = desc.unflatten(0, (len(names), -1))  # (V, B, D): all views in one batch
-        desc = desc.mean(0)  # (B, D)
         p = self.prior.score(desc) if r is None else self.prior.score_with_base(desc, r)  # (B,)
         m = self.prior_mix
         score = (1 - m) * out.score + m * p  # (B,)

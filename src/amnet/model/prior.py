@@ -153,12 +153,16 @@ class KernelPrior(nn.Module):
     ``base_scale * base + base_shift``, and the score is their sum: far from every training
     image the kernel part fades and the prior falls back to the rescaled base instead of to the
     training mean. With ``base_use="block"`` the base's score is one more descriptor column
-    (the last of ``dim``)."""
+    (the last of ``dim``).
+
+    The main descriptor is averaged over ``views``; the ``extra`` one over ``extra_views`` (some
+    of ``views``, "orig" among them; default: all of them): a second trunk may see fewer views."""
 
     def __init__(
         self, describe: nn.Module, dim: int, n_support: int, kernel: str = "rbf",
         extra: nn.Module | None = None, views: tuple[str, ...] = FLIP_VIEWS,
         base: nn.Module | None = None, base_use: str = "residual",
+        extra_views: tuple[str, ...] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         if kernel not in KERNELS:
@@ -167,6 +171,9 @@ class KernelPrior(nn.Module):
         self.extra = extra
         self.kernel = kernel
         self.views = check_views(views, with_orig=True)  # its descriptor's test-time views
+        self.extra_views = check_views(extra_views or self.views, with_orig=True)
+        if set(self.extra_views) - set(self.views):
+            raise ValueError(f"extra_views {self.extra_views} must be some of views {self.views}")
         self.register_buffer("mean", torch.zeros(dim))  # (D,)
         self.register_buffer("scale", torch.ones(dim))  # (D,) 1 / (sd * sqrt(block size))
         self.register_buffer("support", torch.zeros(n_support, dim))  # (N, D) scaled
@@ -218,6 +225,24 @@ class KernelPrior(nn.Module):
         if images is None:
             raise ValueError("this kernel prior describes the images too: pass images")
         return torch.cat([desc, self.extra(images)], dim=1), logits
+
+    def view_features(
+        self, maps: torch.Tensor, names: list[str], images: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The descriptor (B, D) of the trunk maps of V views of B images, stacked view after
+        view (V * B, C, H, W) in the order of ``names``: the main descriptor averaged over the
+        views, the extra one (of ``images``, by view name) over those among ``extra_views``.
+        With a ``base``, also the tail's logits of every view (V * B, K); else None."""
+        desc, logits = (self.describe.forward_with_logits(maps) if self.base is not None
+                        else (self.describe(maps), None))  # fmt: skip
+        desc = desc.unflatten(0, (len(names), -1)).mean(0)  # (V, B, D1) -> (B, D1)
+        if self.extra is None:
+            return desc, logits
+        seen = [v for v in names if v in self.extra_views]
+        if images is None or set(seen) - set(images):
+            raise ValueError("this kernel prior describes the images too: pass images")
+        x = self.extra(torch.cat([images[v] for v in seen]) if len(seen) > 1 else images[seen[0]])
+        return torch.cat([desc, x.unflatten(0, (len(seen), -1)).mean(0)], dim=1), logits
 
     def frozen_nets(self) -> list[nn.Module]:
         """The networks the descriptor runs (a runtime may fold or re-lay them out)."""

@@ -86,12 +86,12 @@ def extra_kernel_features(
 def prior_features(
     describe: nn.Module, trunk: str, paths: list[str], views: tuple[str, ...], *,
     have: FeatureStore | None = None, extra_trunk: str | None = None, root=None, log=print,
-    space: str = "image",
+    space: str = "image", extra_views: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, list[int]]:  # fmt: skip
     """What ``fit_kernel_prior`` takes for the images ``paths`` (in this order): ``describe``
     of ``trunk``'s cached maps averaged over ``views`` (made of the image, or of the map with
-    ``space="features"``) and, with ``extra_trunk``, that trunk's descriptors appended (N, D);
-    and each block's width."""
+    ``space="features"``) and, with ``extra_trunk``, that trunk's descriptors (averaged over
+    ``extra_views``, default ``views``) appended (N, D); and each block's width."""
     if space == "features":
         if extra_trunk:
             raise ValueError("a second trunk sees the images: views must be made of the image")
@@ -101,7 +101,8 @@ def prior_features(
     maps = store_views(trunk, paths, views, have=have, root=root, log=log)
     X, sizes = kernel_features(describe, maps)
     if extra_trunk:
-        X2, sizes2 = extra_kernel_features(extra_trunk, paths, views, root=root, log=log)
+        X2, sizes2 = extra_kernel_features(extra_trunk, paths, extra_views or views, root=root,
+                                           log=log)  # fmt: skip
         X, sizes = np.hstack([X, X2]), sizes + sizes2
     return X, sizes
 

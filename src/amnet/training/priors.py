@@ -19,6 +19,7 @@ from amnet.training.descriptors import (
     base_scores,
     block_sizes,
     describe_views,
+    extra_kernel_features,
     map_view_features,
     prior_features,
     store_views,
@@ -123,13 +124,15 @@ def fit_kernel_prior(
     rows: np.ndarray | None = None,
     base_use: str = "residual",
     weights: np.ndarray | None = None,
+    extra_views: tuple[str, ...] | None = None,
 ) -> tuple[KernelPrior, float]:
     """Kernel ridge on descriptors X (N, D) -> y (N,): each block standardised (sd floored
     at a tenth of the block's mean sd) and weighted by 1/sqrt(its width) so every block
     counts alike, an RBF or Laplacian ``kernel`` with the median heuristic, and the penalty
     chosen by exact leave-one-out Spearman rho on (X, y). With ``extra`` (an
     ``ImageDescriptor``) X's last columns are its descriptors; ``views``: the test-time views
-    X's rows were averaged over (the prior averages the same ones when it scores). With
+    X's rows were averaged over (the prior averages the same ones when it scores; the extra
+    columns over ``extra_views``, default the same). With
     ``base`` = (module, its scores r (N,), scale a, shift b) the ridge fits the residual
     y - (a r + b) and the prior adds a * module(...) + b back when it scores; with
     ``base_use="block"`` X's last column is r instead, and the module computes it. ``rows``:
@@ -167,7 +170,7 @@ def fit_kernel_prior(
     rho, alpha = loo_ridge(Q, lam, Qy, y, KERNEL_ALPHAS * lam.mean(), intercept=False,
                            offset=offset, rows=rows, sw=sw)  # fmt: skip
     prior = KernelPrior(describe, X.shape[1], len(X), kernel, extra, views,
-                        base[0] if base is not None else None, base_use)  # fmt: skip
+                        base[0] if base is not None else None, base_use, extra_views)  # fmt: skip
     if base is not None:
         prior.base_scale.fill_(float(base[2]))
         prior.base_shift.fill_(float(base[3]))
@@ -198,20 +201,21 @@ class KernelDescriptors:
     def __init__(
         self, trunk: str, paths: list[str], views: tuple[str, ...], *, kernel: str = "laplace",
         extra_trunk: str | None = None, have: FeatureStore | None = None, root=None, log=print,
-        space: str = "image", base: str | None = None,
+        space: str = "image", base: str | None = None, extra_views: tuple[str, ...] | None = None,
     ) -> None:  # fmt: skip
         self.trunk, self.views, self.kernel, self.extra_trunk = trunk, views, kernel, extra_trunk
+        self.extra_views = tuple(extra_views or views)  # what the second trunk sees
         self.describe = build_descriptor(trunk)
         self.index = {os.fspath(p): i for i, p in enumerate(paths)}  # path -> row of X
         self.base, self.r, self.space = None, None, space
         if base is None:
             self.X, self.sizes = prior_features(
                 self.describe, trunk, paths, views, have=have, extra_trunk=extra_trunk,
-                root=root, log=log, space=space,
+                root=root, log=log, space=space, extra_views=self.extra_views,
             )  # fmt: skip
             return
-        if extra_trunk:
-            raise ValueError("a base needs one trunk (no extra_trunk)")
+        if extra_trunk and space != "image":
+            raise ValueError("a second trunk sees the images: views must be made of the image")
         (maps,) = store_views(trunk, paths, ("orig",), have=have, root=root, log=log)
         image = space == "image"  # each view of the image has its own cached maps
         self.X, logits = map_view_features(self.describe, maps, ("orig",) if image else views)
@@ -223,6 +227,10 @@ class KernelDescriptors:
                                                log=log), strict=True))  # fmt: skip
             self.X = np.mean([self.X if v == "orig" else describe_views(self.describe, [got[v]])
                               for v in views], axis=0)  # fmt: skip
+        if extra_trunk:  # only as a teacher's student (fit(use="teacher")): its columns last
+            X2, sizes2 = extra_kernel_features(extra_trunk, paths, self.extra_views, root=root,
+                                               log=log)  # fmt: skip
+            self.X, self.sizes = np.hstack([self.X, X2]), self.sizes + sizes2
         self.base = build_base(base)
         self.r = base_scores(self.base, list(paths), logits, get_trunk_spec(trunk).preprocess)
 
@@ -235,6 +243,7 @@ class KernelDescriptors:
         """Descriptors computed elsewhere (e.g. per view, then averaged over several sets)."""
         self = cls.__new__(cls)
         self.trunk, self.views, self.kernel, self.extra_trunk = trunk, views, kernel, None
+        self.extra_views = views
         self.describe = build_descriptor(trunk)
         self.index = {os.fspath(p): i for i, p in enumerate(paths)}
         self.X, self.sizes, self.r, self.space = X, sizes, r, space
@@ -269,7 +278,7 @@ class KernelDescriptors:
             if distil is not None:
                 raise ValueError("distillation needs a base (its scale)")
             return fit_kernel_prior(self.describe, self.X[rows], y, self.sizes, self.kernel,
-                                    extra, self.views)  # fmt: skip
+                                    extra, self.views, extra_views=self.extra_views)  # fmt: skip
         r = self.r[rows]
         if scale == "regression":
             a = float(np.cov(r, y)[0, 1] / np.var(r, ddof=1))
@@ -286,6 +295,8 @@ class KernelDescriptors:
                 weights = np.r_[np.ones(len(rows)), np.full(len(distil[0]), float(weight))]
         if use != "teacher" and self.space != "features":
             raise ValueError("a base at inference needs views made of the map (space='features')")
+        if use != "teacher" and extra is not None:
+            raise ValueError("a second trunk goes with a base only as a teacher (use='teacher')")
         if use == "teacher":  # the base only labels the distilled rows: no base at inference
             return fit_kernel_prior(
                 self.describe,
@@ -293,10 +304,11 @@ class KernelDescriptors:
                 targets,
                 self.sizes,
                 self.kernel,
-                None,
+                extra,
                 self.views,
                 rows=np.arange(len(rows)),
                 weights=weights,
+                extra_views=self.extra_views,
             )
         X, sizes = self.X, self.sizes
         if use == "block":
