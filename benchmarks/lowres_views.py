@@ -47,8 +47,9 @@ from _speed_common import (  # noqa: E402
     spread,
 )
 
-from amnet.builders import build_resmem_head  # noqa: E402
+from amnet.builders import build_image_descriptor, build_resmem_head  # noqa: E402
 from amnet.inference.images import batched_images, iter_images  # noqa: E402
+from amnet.model.prior import EXTRA_BLOCKS  # noqa: E402
 from amnet.model.views import apply_view  # noqa: E402
 from amnet.training.descriptors import base_scores, block_sizes  # noqa: E402
 from amnet.training.metrics import spearman  # noqa: E402
@@ -63,11 +64,18 @@ ROWS = (  # views as size:view, '+'-joined; ';' between rows
 
 class Describer:
     """Images -> the default's descriptor (B, D) at any input size, as the torch engine runs
-    the trunk (BatchNorm folded, channels-last); ImageNet logits too."""
+    the trunk (BatchNorm folded, channels-last); ImageNet logits too. With ``extra`` (a trunk
+    name), that second trunk's descriptor instead (``EXTRA_BLOCKS``, as ``KernelPrior``'s
+    ``extra`` sees the images), and no logits."""
 
-    def __init__(self) -> None:
-        self.trunk, self.describe = default_trunk_and_descriptor()
+    def __init__(self, extra: str | None = None) -> None:
         self.pp = get_trunk_spec("resnet152").preprocess
+        self.prefix = "desc" if extra is None else extra.replace("efficientnet_", "")
+        if extra is None:
+            self.trunk, self.describe = default_trunk_and_descriptor()
+        else:
+            self.trunk = torch.nn.Identity()
+            self.describe = build_image_descriptor(extra, EXTRA_BLOCKS, self.pp)
 
     @torch.inference_mode()
     def __call__(self, paths, size: int, view: str, log) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +87,10 @@ class Describer:
                 raise SystemExit(f"unreadable: {bad[:3]}")
             x = apply_view(torch.stack([it.tensor for it in items]), view)
             m = self.trunk(x.contiguous(memory_format=torch.channels_last))
-            d, lg = self.describe.forward_with_logits(m)
+            if isinstance(self.trunk, torch.nn.Identity):  # a second trunk: no logits
+                d, lg = self.describe(m), torch.zeros(len(m), 0)
+            else:
+                d, lg = self.describe.forward_with_logits(m)
             X.append(d.float().numpy())
             L.append(lg.float().numpy())
             if len(X) % 10 == 0:
@@ -92,7 +103,7 @@ def cached(run: Describer, out: Path, group: str, paths: list[str], size: int, v
     """The descriptors (N, D) of ``paths`` at ``size:view``, kept in ``out/desc-{group}-s{size}-
     {view}.npy`` (computed when missing, written atomically). ``resmem``: also keep ResMem's
     head's scores of the same pass in ``out/resmem-{group}.npy`` (the distillation targets)."""
-    f, rf = out / f"desc-{group}-s{size}-{view}.npy", out / f"resmem-{group}.npy"
+    f, rf = out / f"{run.prefix}-{group}-s{size}-{view}.npy", out / f"resmem-{group}.npy"
     if not f.exists() or (resmem and not rf.exists()):
         t = time.time()
         X, lg = run(paths, size, view, log)
@@ -117,7 +128,17 @@ def start(out: str, splits: int):
 
 
 def views_of(row: str) -> list[tuple[int, str]]:
-    return [(int(s), v) for s, v in (part.split(":") for part in row.split("+"))]
+    """The ResNet-152 views of a row, (size, view) each."""
+    main = row.partition("|")[0]
+    return [(int(s), v) for s, v in (part.split(":") for part in main.split("+"))]
+
+
+def extra_views_of(row: str) -> list[str]:
+    """The views (at 224) EfficientNet-Lite2 sees in a row ("...|lite2:orig+flip"), if any."""
+    extra = row.partition("|")[2]
+    if extra and not extra.startswith("lite2:"):
+        raise SystemExit(f"a row's second trunk is 'lite2:VIEWS', got {extra!r}")
+    return extra.removeprefix("lite2:").split("+") if extra else []
 
 
 def main() -> int:
@@ -133,6 +154,8 @@ def main() -> int:
         help="with --distil: the held-out pool "
         "columns (pool[0::4]: Spearman with the default and with ResMem, spread)",
     )
+    ap.add_argument("--int8", action="store_true", help="score with the support vectors "
+                    "stored as a checkpoint with support='int8' stores them")  # fmt: skip
     args = ap.parse_args()
     out, log, sets, lnsim = start(args.out, args.splits)
     pool = sorted(str(p) for p in POOL.rglob("*.jpg"))
@@ -151,12 +174,23 @@ def main() -> int:
             resmem = args.distil and (size, view) == (224, "orig") and g != "held"
             D[g, size, view] = cached(run, out, g, paths, size, view, resmem=resmem, log=log)
     sizes = block_sizes(run.describe, 1024, 14)
+    lite = sorted({v for r in rows for v in extra_views_of(r)})
+    if lite:
+        run2 = Describer("efficientnet_lite2")
+        for g, paths in groups.items():
+            for view in lite:
+                D[g, 0, view] = cached(run2, out, g, paths, 224, view, log=log)
+        with torch.inference_mode():
+            m = run2.describe.trunk(torch.rand(1, 3, 224, 224))
+            sizes2 = [p.shape[1] for p in run2.describe.describe.parts(m)]
     idx = {p: i for i, p in enumerate(lnsim)}
     r_lnsim = np.load(out / "resmem-lnsim.npy") if args.distil else None
     r_distil = np.load(out / "resmem-distil.npy") if args.distil else None
 
     def X(group: str, row: str, rows_=None) -> np.ndarray:
         a = np.mean([D[group, s, v] for s, v in views_of(row)], axis=0)
+        if extra_views_of(row):  # EfficientNet-Lite2's block, averaged over its own views
+            a = np.hstack([a, np.mean([D[group, 0, v] for v in extra_views_of(row)], axis=0)])
         return a if rows_ is None else a[rows_]
 
     def fit(row: str, tr: list[str], y: np.ndarray):
@@ -165,9 +199,17 @@ def main() -> int:
         if args.distil:  # ResMem's scores of pool[1::4] on the training half's scale
             xs.append(X("distil", row))
             ts.append(moments(y, r_lnsim[rows_], r_distil))
-        prior, _ = fit_kernel_prior(run.describe, np.vstack(xs), np.concatenate(ts), sizes,
-                                    "laplace", rows=np.arange(len(tr)))  # fmt: skip
-        return prior
+        prior, loo = fit_kernel_prior(
+            run.describe, np.vstack(xs), np.concatenate(ts),
+            sizes + (sizes2 if extra_views_of(row) else []), "laplace", rows=np.arange(len(tr)),
+        )  # fmt: skip
+        if args.int8:  # as a checkpoint stores them: int8, a step per column
+            from amnet.checkpoint import _int8_support
+
+            q = _int8_support(prior.support)
+            prior.support.copy_(q["prior.support_int8"].float() * q["prior.support_step"])
+            prior.support_sq.copy_(q["prior.support_sq"])
+        return prior, loo
 
     ref = ref_resmem = None
     if args.pool:
@@ -181,29 +223,41 @@ def main() -> int:
              if args.pool else "")
           + "\n|---|---|---|" + ("---|---|---|" if args.pool else ""))  # fmt: skip
     human = {os.fspath(r.path): r.score for s in sets[:1] for p in s.values() for r in p}
+    per_row: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # row -> (rho, leave-one-out rho)
     for row in rows:
-        t, rhos = time.time(), []
+        t, rhos, loos = time.time(), [], []
         for s in sets:
             tr = [os.fspath(x.path) for x in s["train"] + s["val"]]
             y = np.array([x.score for x in s["train"] + s["val"]], np.float64)
-            prior = fit(row, tr, y)
+            prior, loo = fit(row, tr, y)
             te = [idx[os.fspath(x.path)] for x in s["test"]]
             rhos.append(spearman(predict_kernel(prior, X("lnsim", row, te)),
                                  [x.score for x in s["test"]]))  # fmt: skip
-        cost = sum((s / 224) ** 2 for s, _ in views_of(row))
-        cells = f"| {row} | {cost:.2f} | {np.mean(rhos):.4f} ± {np.std(rhos):.4f} |"
+            loos.append(loo)
+        per_row[row] = np.array(rhos), np.array(loos)
+        cost = f"{sum((s / 224) ** 2 for s, _ in views_of(row)):.2f}"
+        cost += f" + {len(extra_views_of(row))} Lite2" if extra_views_of(row) else ""
+        cells = f"| {row} | {cost} | {np.mean(rhos):.4f} ± {np.std(rhos):.4f} |"
         if args.pool:
-            prior = fit(row, lnsim, np.array([human[p] for p in lnsim], np.float64))
+            prior, _ = fit(row, lnsim, np.array([human[p] for p in lnsim], np.float64))
             got = predict_kernel(prior, X("held", row))
             cells += (f" {spearman(got, ref):.4f} | {spearman(got, ref_resmem):.3f} | "
                       f"{spread(got)} |")  # fmt: skip
-            with open(out / f"held-{row.replace(':', '_').replace('+', '-')}.csv", "w") as f:
+            name = row.replace(":", "_").replace("+", "-").replace("|", "_")
+            with open(out / f"held-{name}.csv", "w") as f:
                 csv.writer(f).writerows(zip(held, got, strict=True))
         print(cells, flush=True)
         log(f"{row}: {time.time() - t:.0f}s")
     if args.pool:
         print(f"| the default (4 views at 224) | 4.00 | | 1 | {spearman(ref, ref_resmem):.3f} | "
               f"{spread(ref)} |")  # fmt: skip
+    first, (r0, l0) = rows[0], per_row[rows[0]]
+    for row in rows[1:]:  # the other rows against the first, split by split
+        r1, l1 = per_row[row]
+        pick = np.where(l1 > l0, r1, r0)  # chosen on each training half by leave-one-out
+        print(f"\n{row} vs {first}: {np.mean(r1 - r0):+.4f} (higher on {int(np.sum(r1 > r0))}"
+              f"/{len(r0)} test halves); the better by leave-one-out on each training half: "
+              f"{pick.mean():.4f} ({row} on {int(np.sum(l1 > l0))}/{len(r0)})")  # fmt: skip
     return 0
 
 

