@@ -15,7 +15,12 @@ by leave-one-out on the human-scored rows):
 - pool (``--pool``, with ``--distil``): fitted on all 2,000 LNSIM photos + ``pool[1::4]``,
   the row scores the held-out ``pool[0::4]``: Spearman with the shipped default's scores there
   (``amnet.load("default")``, its four 224 views) and with ResMem as its package computes it
-  (``runs/general-ladder/resmem.csv``, computed when missing), and the spread.
+  (``runs/general-ladder/resmem.csv``, computed when missing), and the spread. With
+  ``--folds``, every quarter ``pool[k::4]`` is held out in turn (fitted on all LNSIM photos +
+  the next quarter, distilled): Spearman with ResMem over all 4,248 pool photos, and spread.
+- ``|lite2:VIEWS`` after a row's views appends EfficientNet-Lite2's block (``EXTRA_BLOCKS``,
+  as the default's prior sees it) averaged over its own VIEWS; ``--int8`` scores with the
+  support vectors as a checkpoint with ``support="int8"`` stores them.
 
 Descriptors are computed from the images (float32, no feature cache) and kept per
 (set, size, view) in ``--out`` (``desc-*.npy``), so a killed run resumes at the last whole file.
@@ -154,6 +159,9 @@ def main() -> int:
         help="with --distil: the held-out pool "
         "columns (pool[0::4]: Spearman with the default and with ResMem, spread)",
     )
+    ap.add_argument("--folds", action="store_true", help="with --pool: also every quarter "
+                    "of the pool held out in turn (distilled: the next quarter), Spearman with "
+                    "ResMem over all pool photos")  # fmt: skip
     ap.add_argument("--int8", action="store_true", help="score with the support vectors "
                     "stored as a checkpoint with support='int8' stores them")  # fmt: skip
     args = ap.parse_args()
@@ -166,12 +174,18 @@ def main() -> int:
         raise SystemExit("--pool needs --distil")
     groups = {"lnsim": lnsim, **({"distil": distil} if args.distil else {}),
               **({"held": held} if args.pool else {})}  # fmt: skip
+    if args.folds and not args.pool:
+        raise SystemExit("--folds needs --pool")
+    if args.folds:  # pool[k::4], by the names the quarters have above
+        groups.update({f"q{k}": pool[k::4] for k in (2, 3)})
+    quarters = ("held", "distil", "q2", "q3")
     run = Describer()
     D: dict[tuple[str, int, str], np.ndarray] = {}
     for g, paths in groups.items():
-        todo = set(need) | ({(224, "orig")} if g != "held" and args.distil else set())
+        teach = args.distil and (g != "held" or args.folds)  # a distilled set: ResMem's targets
+        todo = set(need) | ({(224, "orig")} if teach else set())
         for size, view in sorted(todo):
-            resmem = args.distil and (size, view) == (224, "orig") and g != "held"
+            resmem = teach and (size, view) == (224, "orig")
             D[g, size, view] = cached(run, out, g, paths, size, view, resmem=resmem, log=log)
     sizes = block_sizes(run.describe, 1024, 14)
     lite = sorted({v for r in rows for v in extra_views_of(r)})
@@ -185,7 +199,8 @@ def main() -> int:
             sizes2 = [p.shape[1] for p in run2.describe.describe.parts(m)]
     idx = {p: i for i, p in enumerate(lnsim)}
     r_lnsim = np.load(out / "resmem-lnsim.npy") if args.distil else None
-    r_distil = np.load(out / "resmem-distil.npy") if args.distil else None
+    r_of = {g: np.load(out / f"resmem-{g}.npy") for g in groups if g != "lnsim"
+            and (out / f"resmem-{g}.npy").exists()} if args.distil else {}  # fmt: skip
 
     def X(group: str, row: str, rows_=None) -> np.ndarray:
         a = np.mean([D[group, s, v] for s, v in views_of(row)], axis=0)
@@ -193,12 +208,12 @@ def main() -> int:
             a = np.hstack([a, np.mean([D[group, 0, v] for v in extra_views_of(row)], axis=0)])
         return a if rows_ is None else a[rows_]
 
-    def fit(row: str, tr: list[str], y: np.ndarray):
+    def fit(row: str, tr: list[str], y: np.ndarray, distilled: str = "distil"):
         rows_ = [idx[p] for p in tr]
         xs, ts = [X("lnsim", row, rows_)], [y]
-        if args.distil:  # ResMem's scores of pool[1::4] on the training half's scale
-            xs.append(X("distil", row))
-            ts.append(moments(y, r_lnsim[rows_], r_distil))
+        if args.distil:  # ResMem's scores of pool[1::4] (or another quarter) on y's scale
+            xs.append(X(distilled, row))
+            ts.append(moments(y, r_lnsim[rows_], r_of[distilled]))
         prior, loo = fit_kernel_prior(
             run.describe, np.vstack(xs), np.concatenate(ts),
             sizes + (sizes2 if extra_views_of(row) else []), "laplace", rows=np.arange(len(tr)),
@@ -211,17 +226,22 @@ def main() -> int:
             prior.support_sq.copy_(q["prior.support_sq"])
         return prior, loo
 
+    from general_ladder import resmem_package
+
     ref = ref_resmem = None
     if args.pool:
         ref = default_scores(held, out / "default-held.csv", log)
-        from general_ladder import resmem_package
-
         got = resmem_package(held, Path("runs/general-ladder/resmem.csv"))
         ref_resmem = np.array([got[p] for p in held])
+    if args.folds:
+        got = resmem_package(pool, Path("runs/general-ladder/resmem.csv"))
+        ref_all = np.array([got[p] for p in pool])
     print("\n| views (size:view) | relative trunk cost | lnsim25 ρ (prior alone) |"
           + (" Spearman with the default, held-out pool | with ResMem | pool spread |"
              if args.pool else "")
-          + "\n|---|---|---|" + ("---|---|---|" if args.pool else ""))  # fmt: skip
+          + (" with ResMem, whole pool (4 folds) | spread |" if args.folds else "")
+          + "\n|---|---|---|" + ("---|---|---|" if args.pool else "")
+          + ("---|---|" if args.folds else ""))  # fmt: skip
     human = {os.fspath(r.path): r.score for s in sets[:1] for p in s.values() for r in p}
     per_row: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # row -> (rho, leave-one-out rho)
     for row in rows:
@@ -246,11 +266,20 @@ def main() -> int:
             name = row.replace(":", "_").replace("+", "-").replace("|", "_")
             with open(out / f"held-{name}.csv", "w") as f:
                 csv.writer(f).writerows(zip(held, got, strict=True))
+            log(f"{row} by folder: {by_folder(held, got, ref_resmem)}")
+        if args.folds:  # each quarter held out in turn, the next one distilled
+            y_all = np.array([human[p] for p in lnsim], np.float64)
+            scored = {}
+            for k, g in enumerate(quarters):
+                prior, _ = fit(row, lnsim, y_all, quarters[(k + 1) % 4])
+                scored.update(zip(pool[k::4], predict_kernel(prior, X(g, row)), strict=True))
+            s_all = np.array([scored[p] for p in pool])
+            cells += f" {spearman(s_all, ref_all):.3f} | {spread(s_all)} |"
         print(cells, flush=True)
         log(f"{row}: {time.time() - t:.0f}s")
     if args.pool:
-        print(f"| the default (4 views at 224) | 4.00 | | 1 | {spearman(ref, ref_resmem):.3f} | "
-              f"{spread(ref)} |")  # fmt: skip
+        print(f"| the shipped default | | | 1 | {spearman(ref, ref_resmem):.3f} | "
+              f"{spread(ref)} |" + (" | |" if args.folds else ""))  # fmt: skip
     first, (r0, l0) = rows[0], per_row[rows[0]]
     for row in rows[1:]:  # the other rows against the first, split by split
         r1, l1 = per_row[row]
@@ -259,6 +288,17 @@ def main() -> int:
               f"/{len(r0)} test halves); the better by leave-one-out on each training half: "
               f"{pick.mean():.4f} ({row} on {int(np.sum(l1 > l0))}/{len(r0)})")  # fmt: skip
     return 0
+
+
+def by_folder(paths: list[str], got: np.ndarray, ref: np.ndarray) -> str:
+    """Per pool folder: the photos, the scores' sd, their Spearman with ResMem, ResMem's sd."""
+    folders = np.array([Path(p).relative_to(POOL).parts[0] for p in paths])
+    return "; ".join(
+        f"{f} ({int(np.sum(folders == f))}): sd {got[folders == f].std():.3f}, "
+        f"ρ {spearman(got[folders == f], ref[folders == f]):.2f}, ResMem sd "
+        f"{ref[folders == f].std():.3f}"
+        for f in sorted(set(folders))
+    )
 
 
 def default_scores(paths: list[str], file: Path, log) -> np.ndarray:
