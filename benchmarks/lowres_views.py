@@ -14,10 +14,12 @@ by leave-one-out on the human-scored rows):
   and sd: "moments"). No LNSIM test label enters a fit.
 - pool (``--pool``, with ``--distil``): fitted on all 2,000 LNSIM photos + ``pool[1::4]``,
   the row scores the held-out ``pool[0::4]``: Spearman with the shipped default's scores there
-  (``amnet.load("default")``, its four 224 views) and with ResMem as its package computes it
+  (``amnet.load("default")``; ``AMNET_REFERENCE`` names another shipped model, e.g. the
+  previous default) and with ResMem as its package computes it
   (``runs/general-ladder/resmem.csv``, computed when missing), and the spread. With
-  ``--folds``, every quarter ``pool[k::4]`` is held out in turn (fitted on all LNSIM photos +
-  the next quarter, distilled): Spearman with ResMem over all 4,248 pool photos, and spread.
+  ``--folds K`` (2 or 4), each of the first K quarters ``pool[k::4]`` is held out in turn
+  (fitted on all LNSIM photos + the next of them, distilled): Spearman with ResMem over all
+  their photos (2,124 or 4,248), and spread.
 - ``|lite2:VIEWS`` after a row's views appends EfficientNet-Lite2's block (``EXTRA_BLOCKS``,
   as the default's prior sees it) averaged over its own VIEWS; ``--int8`` scores with the
   support vectors as a checkpoint with ``support="int8"`` stores them.
@@ -159,9 +161,9 @@ def main() -> int:
         help="with --distil: the held-out pool "
         "columns (pool[0::4]: Spearman with the default and with ResMem, spread)",
     )
-    ap.add_argument("--folds", action="store_true", help="with --pool: also every quarter "
-                    "of the pool held out in turn (distilled: the next quarter), Spearman with "
-                    "ResMem over all pool photos")  # fmt: skip
+    ap.add_argument("--folds", type=int, choices=(2, 4), help="with --pool: the first K "
+                    "quarters of the pool each held out in turn (distilled: the next of them), "
+                    "Spearman with ResMem over all their photos")  # fmt: skip
     ap.add_argument("--int8", action="store_true", help="score with the support vectors "
                     "stored as a checkpoint with support='int8' stores them")  # fmt: skip
     args = ap.parse_args()
@@ -176,9 +178,9 @@ def main() -> int:
               **({"held": held} if args.pool else {})}  # fmt: skip
     if args.folds and not args.pool:
         raise SystemExit("--folds needs --pool")
-    if args.folds:  # pool[k::4], by the names the quarters have above
-        groups.update({f"q{k}": pool[k::4] for k in (2, 3)})
-    quarters = ("held", "distil", "q2", "q3")
+    quarters = ("held", "distil", "q2", "q3")[: args.folds or 0]  # pool[k::4], by name
+    groups.update({f"q{k}": pool[k::4] for k in (2, 3) if k < len(quarters)})
+    folded = [p for k in range(len(quarters)) for p in pool[k::4]]
     run = Describer()
     D: dict[tuple[str, int, str], np.ndarray] = {}
     for g, paths in groups.items():
@@ -230,16 +232,20 @@ def main() -> int:
 
     ref = ref_resmem = None
     if args.pool:
-        ref = default_scores(held, out / "default-held.csv", log)
+        from amnet.checkpoint import get_model_entry
+
+        shipped = os.environ.get("AMNET_REFERENCE", get_model_entry("default").name)
+        ref = default_scores(held, shipped, out / f"default-held-{shipped}.csv", log)
         got = resmem_package(held, Path("runs/general-ladder/resmem.csv"))
         ref_resmem = np.array([got[p] for p in held])
     if args.folds:
-        got = resmem_package(pool, Path("runs/general-ladder/resmem.csv"))
-        ref_all = np.array([got[p] for p in pool])
+        got = resmem_package(folded, Path("runs/general-ladder/resmem.csv"))
+        ref_all = np.array([got[p] for p in folded])
     print("\n| views (size:view) | relative trunk cost | lnsim25 ρ (prior alone) |"
           + (" Spearman with the default, held-out pool | with ResMem | pool spread |"
              if args.pool else "")
-          + (" with ResMem, whole pool (4 folds) | spread |" if args.folds else "")
+          + (f" with ResMem, {len(folded)} pool photos ({args.folds} folds) | spread |"
+             if args.folds else "")
           + "\n|---|---|---|" + ("---|---|---|" if args.pool else "")
           + ("---|---|" if args.folds else ""))  # fmt: skip
     human = {os.fspath(r.path): r.score for s in sets[:1] for p in s.values() for r in p}
@@ -271,14 +277,14 @@ def main() -> int:
             y_all = np.array([human[p] for p in lnsim], np.float64)
             scored = {}
             for k, g in enumerate(quarters):
-                prior, _ = fit(row, lnsim, y_all, quarters[(k + 1) % 4])
+                prior, _ = fit(row, lnsim, y_all, quarters[(k + 1) % len(quarters)])
                 scored.update(zip(pool[k::4], predict_kernel(prior, X(g, row)), strict=True))
-            s_all = np.array([scored[p] for p in pool])
+            s_all = np.array([scored[p] for p in folded])
             cells += f" {spearman(s_all, ref_all):.3f} | {spread(s_all)} |"
         print(cells, flush=True)
         log(f"{row}: {time.time() - t:.0f}s")
     if args.pool:
-        print(f"| the shipped default | | | 1 | {spearman(ref, ref_resmem):.3f} | "
+        print(f"| `{shipped}` (shipped) | | | 1 | {spearman(ref, ref_resmem):.3f} | "
               f"{spread(ref)} |" + (" | |" if args.folds else ""))  # fmt: skip
     first, (r0, l0) = rows[0], per_row[rows[0]]
     for row in rows[1:]:  # the other rows against the first, split by split
@@ -301,12 +307,12 @@ def by_folder(paths: list[str], got: np.ndarray, ref: np.ndarray) -> str:
     )
 
 
-def default_scores(paths: list[str], file: Path, log) -> np.ndarray:
-    """The shipped default's scores of ``paths`` (its four 224 views), kept in ``file``."""
+def default_scores(paths: list[str], model: str, file: Path, log) -> np.ndarray:
+    """A shipped model's scores of ``paths`` (as ``amnet.load`` runs it), kept in ``file``."""
     if not file.exists():
         import amnet
 
-        t, model = time.time(), amnet.load("default")
+        t, model = time.time(), amnet.load(model)
         got = {}
         for i in range(0, len(paths), 32):
             for p, pr in zip(paths[i : i + 32], model.predict(paths[i : i + 32]), strict=True):
