@@ -24,9 +24,10 @@ def _models(sub: argparse._SubParsersAction) -> None:
 
         default = get_model_entry("default").name
         print(f"models (default: {default}):")
+        width = max(map(len, list_models()), default=0) + 1  # names line up, however long
         for name in list_models():
             e = get_model_entry(name)
-            print(f"  {name:32s} trunk={e.trunk:20s} {e.description}")
+            print(f"  {name:{width}s} trunk={e.trunk:20s} {e.description}")
         print("trunks:")
         for name in list_trunks():
             s = get_trunk_spec(name)
