@@ -79,10 +79,7 @@ class AMNetEnsemble(nn.Module):
             return out
         names = [v for v in feats if v in getattr(self.prior, "views", HEAD_VIEWS)]
         maps = _stack_views([feats[v] for v in names])  # (V * B, C, H, W): one batch
-        if isinstance(self.prior, KernelPrior):
-            desc, logits = self.prior.view_features(maps, names, images)  # (B, D), (V * B, K)
-        else:
-            desc, logits = self.prior.describe(maps).unflatten(0, (len(names), -1)).mean(0), None
+        desc, logits = self.prior.view_features(maps, names, images)  # (B, D), (V * B, K) | None
         r = None
         if logits is not None:  # the base scores the image itself with its "orig" logits
             logits = logits.unflatten(0, (len(names), -1))[names.index("orig")]  # (B, K)

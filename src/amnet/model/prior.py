@@ -122,8 +122,12 @@ class LinearPrior(nn.Module):
     def describe(self, feats: torch.Tensor) -> torch.Tensor:
         return feats.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
 
-    def features(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        return self.describe(feats)  # the images are not used
+    def view_features(
+        self, maps: torch.Tensor, names: list[str], images: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, None]:
+        """The pooled maps of V views of B images, stacked view after view (V * B, C, H, W),
+        averaged over the views (B, C); no logits (the images are not used)."""
+        return self.describe(maps).unflatten(0, (len(names), -1)).mean(0), None
 
     def score(self, desc: torch.Tensor) -> torch.Tensor:
         return (desc @ self.weight + self.bias).clamp(0.0, 1.0)  # (B, C) @ (C,) -> (B,)
@@ -210,22 +214,6 @@ class KernelPrior(nn.Module):
         out = k @ self.coef + self.bias  # (B,)
         return (out if base is None else out + base).clamp(0.0, 1.0)
 
-    def features(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        """The descriptor (B, D) of trunk maps ``feats`` and, with ``extra``, of ``images``."""
-        return self.features_with_logits(feats, images)[0]
-
-    def features_with_logits(
-        self, feats: torch.Tensor, images: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``features`` and, with a ``base``, the tail's logits (B, K) it needs (else None)."""
-        desc, logits = (self.describe.forward_with_logits(feats) if self.base is not None
-                        else (self.describe(feats), None))  # fmt: skip
-        if self.extra is None:
-            return desc, logits
-        if images is None:
-            raise ValueError("this kernel prior describes the images too: pass images")
-        return torch.cat([desc, self.extra(images)], dim=1), logits
-
     def view_features(
         self, maps: torch.Tensor, names: list[str], images: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -254,4 +242,6 @@ class KernelPrior(nn.Module):
         return [n for n in nets if n is not None]
 
     def forward(self, feats: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        return self.score(self.features(feats, images))
+        """The score (B,) of one view: trunk maps (B, C, H, W) and, with ``extra``, the images."""
+        seen = None if images is None else {"orig": images}
+        return self.score(self.view_features(feats, ["orig"], seen)[0])
