@@ -40,20 +40,10 @@ from lowres_views import Describer, cached, start  # noqa: E402
 
 from amnet.training.descriptors import block_sizes  # noqa: E402
 from amnet.training.metrics import spearman  # noqa: E402
-from amnet.training.priors import fit_kernel_prior, predict_kernel  # noqa: E402
+from amnet.training.priors import block_scale, fit_kernel_prior, predict_kernel  # noqa: E402
 
 VIEWS = ("orig", "flip", "crop4", "crop9")
 PENALTIES = 10.0 ** np.arange(-3, 3.01, 0.5)  # x the mean eigenvalue of the Gram matrix
-
-
-def block_scale(X: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel prior's standardisation of X (N, D): (mean (D,), scale (D,)), each block's
-    columns by their sd (floored) times sqrt(block width), as ``fit_kernel_prior``."""
-    sd, scale = X.std(0), np.empty(X.shape[1])
-    edges = np.cumsum([0, *sizes])
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        scale[a:b] = 1.0 / ((np.maximum(sd[a:b], 0.1 * sd[a:b].mean()) + 1e-6) * np.sqrt(b - a))
-    return X.mean(0), scale
 
 
 def view_predictor(S: np.ndarray, T: np.ndarray, sizes: list[int]):

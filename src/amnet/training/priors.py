@@ -111,6 +111,20 @@ GAMMA = 1.0  # width: exp(-GAMMA * d / median d between training images); d = |z
 # or |z - s| (laplace)
 
 
+def block_scale(X: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel prior's standardisation of descriptors X (N, D) made of blocks of ``sizes``
+    columns: (mean (D,), scale (D,)), each column divided by its sd (floored at a tenth of its
+    block's mean sd) and by sqrt(its block's width), so that every block counts alike."""
+    mu, sd = X.mean(0), X.std(0)
+    edges = np.cumsum([0, *sizes])
+    if edges[-1] != X.shape[1]:
+        raise ValueError(f"block sizes {sizes} do not add up to {X.shape[1]} columns")
+    scale = np.empty_like(sd)
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        scale[a:b] = 1.0 / ((np.maximum(sd[a:b], 0.1 * sd[a:b].mean()) + 1e-6) * np.sqrt(b - a))
+    return mu, scale
+
+
 def fit_kernel_prior(
     describe: nn.Module,
     X: np.ndarray,
@@ -142,13 +156,7 @@ def fit_kernel_prior(
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     X = np.asarray(X, np.float64)
-    mu, sd = X.mean(0), X.std(0)
-    edges = np.cumsum([0, *sizes])
-    if edges[-1] != X.shape[1]:
-        raise ValueError(f"block sizes {sizes} do not add up to {X.shape[1]} columns")
-    scale = np.empty_like(sd)
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        scale[a:b] = 1.0 / ((np.maximum(sd[a:b], 0.1 * sd[a:b].mean()) + 1e-6) * np.sqrt(b - a))
+    mu, scale = block_scale(X, sizes)
     Z = (X - mu) * scale  # (N, D)
     sq = (Z * Z).sum(1)
     D = np.maximum(sq[:, None] + sq[None] - 2.0 * Z @ Z.T, 0.0)  # (N, N) squared distances
