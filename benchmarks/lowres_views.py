@@ -78,6 +78,7 @@ class Describer:
     def __init__(self, extra: str | None = None) -> None:
         self.pp = get_trunk_spec("resnet152").preprocess
         self.prefix = "desc" if extra is None else extra.replace("efficientnet_", "")
+        self.extra = extra is not None
         if extra is None:
             self.trunk, self.describe = default_trunk_and_descriptor()
         else:
@@ -94,7 +95,7 @@ class Describer:
                 raise SystemExit(f"unreadable: {bad[:3]}")
             x = apply_view(torch.stack([it.tensor for it in items]), view)
             m = self.trunk(x.contiguous(memory_format=torch.channels_last))
-            if isinstance(self.trunk, torch.nn.Identity):  # a second trunk: no logits
+            if self.extra:  # a second trunk's descriptor of the images: no logits
                 d, lg = self.describe(m), torch.zeros(len(m), 0)
             else:
                 d, lg = self.describe.forward_with_logits(m)
@@ -221,9 +222,9 @@ def main() -> int:
             sizes + (sizes2 if extra_views_of(row) else []), "laplace", rows=np.arange(len(tr)),
         )  # fmt: skip
         if args.int8:  # as a checkpoint stores them: int8, a step per column
-            from amnet.checkpoint import _int8_support
+            from amnet.checkpoint import int8_support
 
-            q = _int8_support(prior.support)
+            q = int8_support(prior.support)
             prior.support.copy_(q["prior.support_int8"].float() * q["prior.support_step"])
             prior.support_sq.copy_(q["prior.support_sq"])
         return prior, loo

@@ -146,7 +146,7 @@ def save_checkpoint(
         if not isinstance(getattr(head, "prior", None), KernelPrior):
             raise ValueError("support='int8' is for a kernel prior's support vectors")
         meta["prior"]["support"] = "int8"
-        state.update(_int8_support(head.prior.support))
+        state.update(int8_support(head.prior.support))
         del state["prior.support"]
     elif support != "float16":
         raise ValueError(f"support must be 'float16' or 'int8', got {support!r}")
@@ -158,7 +158,7 @@ def save_checkpoint(
     return path
 
 
-def _int8_support(support: torch.Tensor) -> dict[str, torch.Tensor]:
+def int8_support(support: torch.Tensor) -> dict[str, torch.Tensor]:
     """Support vectors (N, D) as int8 (N, D) times a float32 step per column (D,), and the
     squared norms (N,) of what they decode to, so that the kernel's distances are exact for
     the stored vectors."""
