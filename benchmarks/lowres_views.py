@@ -229,18 +229,19 @@ def main() -> int:
             prior.support_sq.copy_(q["prior.support_sq"])
         return prior, loo
 
-    from general_ladder import resmem_package
-
     ref = ref_resmem = None
-    if args.pool:
+    if args.pool:  # (--folds needs --pool)
+        from general_ladder import resmem_package
+
         from amnet.checkpoint import get_model_entry
 
         shipped = os.environ.get("AMNET_REFERENCE", get_model_entry("default").name)
         ref = default_scores(held, shipped, out / f"default-held-{shipped}.csv", log)
-        got = resmem_package(held, Path("runs/general-ladder/resmem.csv"))
+        got = resmem_package(
+            folded or held,  # folded holds held
+            Path("runs/general-ladder/resmem.csv"),
+        )
         ref_resmem = np.array([got[p] for p in held])
-    if args.folds:
-        got = resmem_package(folded, Path("runs/general-ladder/resmem.csv"))
         ref_all = np.array([got[p] for p in folded])
     print("\n| views (size:view) | relative trunk cost | lnsim25 ρ (prior alone) |"
           + (" Spearman with the default, held-out pool | with ResMem | pool spread |"
